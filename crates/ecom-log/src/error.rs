@@ -1,0 +1,183 @@
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Everything that can go wrong with the log.
+///
+/// Only [`LogError::Locked`] is worth retrying as is (see
+/// [`LogError::is_retryable`]); every other variant needs a person or a
+/// restart. The type is `Clone` (sources are behind `Arc`) because one failed
+/// group commit answers every caller in the group with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// A filesystem operation outside sled failed: creating the log
+    /// directory, opening, locking or writing `<dir>/LOCK`, or the extra
+    /// `fdatasync` of sled's files after a flush.
+    #[error(
+        "I/O error on {}: {source}; check that the path exists, is writable and that the disk is not full",
+        path.display()
+    )]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: Arc<io::Error>,
+    },
+
+    /// Another `Log` holds the directory's `LOCK` file: another process, or
+    /// another still-open `Log` for the same directory in this process.
+    #[error(
+        "log directory {} is locked by {}; one process owns a log directory: stop that process (or wait for it to exit) and retry",
+        dir.display(),
+        holder(*pid)
+    )]
+    Locked {
+        dir: PathBuf,
+        /// The pid written in `<dir>/LOCK` by the holder, if it could be read.
+        pid: Option<u32>,
+    },
+
+    /// sled returned an error: opening `<dir>/db` (including sled's own
+    /// lock), reading, applying a batch, or flushing.
+    #[error(
+        "storage error in {}/db: {source}; if it persists, stop the pipeline and run `ecom-pipeline log verify --dir {}`",
+        dir.display(),
+        dir.display()
+    )]
+    Storage {
+        dir: PathBuf,
+        #[source]
+        source: Arc<sled::Error>,
+    },
+
+    /// On open: the log was written by a different on-disk format version.
+    #[error(
+        "log {} has on-disk format version {found}, this build reads version {expected}; run the ecom-pipeline release that wrote it, or replay into a new log directory",
+        dir.display()
+    )]
+    FormatVersion {
+        dir: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+
+    /// On open: `<dir>/db` holds data but no format marker, so it is not a
+    /// log written by this crate.
+    #[error(
+        "{}/db holds data but no ecom-log format marker; check that --dir points at a log directory",
+        dir.display()
+    )]
+    NotALog { dir: PathBuf },
+
+    /// An entry failed its checksum, did not decode, or is missing from a
+    /// range that must be contiguous. Raised by `Log::open` for entries the
+    /// projector has not applied yet (checkpoint to end) and by `read_from`.
+    #[error(
+        "log {} is corrupt at entry seq {seq}: {reason}; run `ecom-pipeline log verify --dir {}` for the full list, then restore the directory from a backup or replay the source into a new log",
+        dir.display(),
+        dir.display()
+    )]
+    Corrupt {
+        dir: PathBuf,
+        seq: u64,
+        reason: String,
+    },
+
+    /// A quarantine record failed its checksum or did not decode (raised by
+    /// `Log::rejected`).
+    #[error(
+        "log {} is corrupt at quarantine seq {seq}: {reason}; run `ecom-pipeline log verify --dir {}` for the full list",
+        dir.display(),
+        dir.display()
+    )]
+    CorruptQuarantine {
+        dir: PathBuf,
+        seq: u64,
+        reason: String,
+    },
+
+    /// On open: a meta value (next sequence, checkpoint, counters) is missing
+    /// or malformed.
+    #[error(
+        "log {} has a bad meta value `{key}`: {reason}; run `ecom-pipeline log verify --dir {}` and restore the directory from a backup",
+        dir.display(),
+        dir.display()
+    )]
+    CorruptMeta {
+        dir: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+
+    /// `append`: a message could not be encoded (in practice: it is larger
+    /// than the 64 MiB record limit). Nothing of the batch was written.
+    #[error(
+        "message {message_id:?} cannot be stored: {reason}; nothing of this batch was written — reject or split the message upstream"
+    )]
+    Encode { message_id: String, reason: String },
+
+    /// `set_checkpoint` was asked to move the checkpoint backwards: a bug in
+    /// the caller (the projector), which must only advance it.
+    #[error(
+        "refusing to move the checkpoint of {} backwards from {current} to {requested}; the checkpoint only advances — this is a bug in the caller",
+        dir.display()
+    )]
+    CheckpointBackwards {
+        dir: PathBuf,
+        current: u64,
+        requested: u64,
+    },
+
+    /// `set_checkpoint` was asked to move the checkpoint past the end of the
+    /// log: a bug in the caller.
+    #[error(
+        "refusing to set the checkpoint of {} to {requested}, beyond the end of the log (next_seq {next_seq}); this is a bug in the caller",
+        dir.display()
+    )]
+    CheckpointBeyondEnd {
+        dir: PathBuf,
+        requested: u64,
+        next_seq: u64,
+    },
+
+    /// `append` after the writer thread stopped: an earlier group commit
+    /// failed (its callers got that error) or the thread panicked. Appends
+    /// are refused from then on because what reached the disk is uncertain.
+    #[error(
+        "the log writer for {} stopped after an earlier failure ({cause}); restart the process (opening the log verifies it), and if opening fails run `ecom-pipeline log verify --dir {}`",
+        dir.display(),
+        dir.display()
+    )]
+    WriterStopped { dir: PathBuf, cause: String },
+}
+
+impl LogError {
+    /// Whether retrying the same call later may succeed without anyone
+    /// intervening. Only `Locked` is: the holder may exit.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LogError::Locked { .. })
+    }
+
+    pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+        move |source| LogError::Io {
+            path: path.to_path_buf(),
+            source: Arc::new(source),
+        }
+    }
+
+    pub(crate) fn storage(dir: &Path) -> impl FnOnce(sled::Error) -> LogError + '_ {
+        move |source| LogError::Storage {
+            dir: dir.to_path_buf(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+fn holder(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) if pid == std::process::id() => format!(
+            "process {pid} (this process: another `Log` for this directory is still open; share it instead of opening twice)"
+        ),
+        Some(pid) => format!("process {pid}"),
+        None => "another process (its pid could not be read from LOCK)".to_string(),
+    }
+}

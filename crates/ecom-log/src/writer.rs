@@ -1,0 +1,268 @@
+//! The single writer: group commit.
+//!
+//! `append` encodes its records on the caller's task, sends them here over
+//! a channel and awaits a oneshot reply. This thread blocks for the first
+//! request, then takes everything else already queued, and commits the whole
+//! group: dedup, one atomic `sled::Batch`, one durable flush, then one reply
+//! per caller. While it flushes, new requests queue up and form the next
+//! group, so the number of fsyncs adapts to the load without any timer.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
+
+use tokio::sync::{oneshot, watch};
+
+use crate::record::{
+    META_DUPLICATES, META_NEXT_QUARANTINE_SEQ, META_NEXT_SEQ, RecordKind, index_key, index_value,
+    seq_key,
+};
+use crate::{AppendOutcome, LogError};
+
+/// A message ready for the writer: its id (the dedup key) and its encoded
+/// record.
+pub(crate) struct Prepared {
+    pub(crate) message_id: String,
+    pub(crate) kind: RecordKind,
+    pub(crate) record: Vec<u8>,
+}
+
+pub(crate) struct Request {
+    pub(crate) items: Vec<Prepared>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<AppendOutcome>, LogError>>,
+}
+
+/// State shared by the `Log` handles and the writer thread.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    /// Durable next entry sequence number: advanced only after the flush
+    /// covering the entries below it returned. Readers never look past it.
+    pub(crate) next_seq: AtomicU64,
+    /// Durable next quarantine sequence number (= quarantined messages).
+    pub(crate) next_quarantine_seq: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    /// Durable flushes performed (group commits and `Log::flush`).
+    pub(crate) flushes: AtomicU64,
+    pub(crate) checkpoint: Mutex<u64>,
+    pub(crate) tail: watch::Sender<u64>,
+    pub(crate) durability: Durability,
+    /// Why the writer stopped, for `LogError::WriterStopped`.
+    pub(crate) failure: OnceLock<String>,
+}
+
+impl Shared {
+    /// `db.flush()` followed by our own `fdatasync` of sled's files; see
+    /// [`Durability`]. Returns only once the data is on stable storage.
+    pub(crate) fn flush_durably(&self, db: &sled::Db) -> Result<(), LogError> {
+        db.flush().map_err(LogError::storage(&self.dir))?;
+        self.durability.sync()?;
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn writer_stopped(&self) -> LogError {
+        LogError::WriterStopped {
+            dir: self.dir.clone(),
+            cause: self
+                .failure
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "the writer thread panicked or was shut down".to_string()),
+        }
+    }
+
+    pub(crate) fn checkpoint(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.checkpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Closes the gap between `sled::Db::flush` and "on stable storage".
+///
+/// On Linux, sled 0.34 makes its log stable with `sync_file_range`, which
+/// neither flushes the device's volatile write cache nor commits file-size
+/// metadata, and it never syncs the separate blob files it writes for large
+/// values (`<db>/blobs/<lsn>`). So after every sled flush we `fdatasync` the
+/// main data file ourselves (fsync acts on the inode, whichever descriptor
+/// it is called on) and `fsync` any blob file we have not synced yet, plus
+/// the blobs directory when one appeared.
+pub(crate) struct Durability {
+    db_dir: PathBuf,
+    data_file: File,
+    synced_blobs: Mutex<HashSet<OsString>>,
+}
+
+impl Durability {
+    pub(crate) fn new(db_dir: &Path) -> io::Result<Durability> {
+        Ok(Durability {
+            db_dir: db_dir.to_path_buf(),
+            data_file: File::open(db_dir.join("db"))?,
+            synced_blobs: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub(crate) fn sync(&self) -> Result<(), LogError> {
+        let data_path = self.db_dir.join("db");
+        self.data_file
+            .sync_data()
+            .map_err(LogError::io(&data_path))?;
+        let blobs = self.db_dir.join("blobs");
+        let entries = match std::fs::read_dir(&blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(LogError::io(&blobs)(e)),
+        };
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut present = HashSet::with_capacity(synced.len());
+        let mut new_blob = false;
+        for entry in entries {
+            let name = entry.map_err(LogError::io(&blobs))?.file_name();
+            if !synced.contains(&name) {
+                let path = blobs.join(&name);
+                match File::open(&path).and_then(|f| f.sync_all()) {
+                    Ok(()) => new_blob = true,
+                    // sled garbage-collected it between read_dir and open.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(LogError::io(&path)(e)),
+                }
+            }
+            present.insert(name);
+        }
+        *synced = present;
+        if new_blob {
+            sync_dir(&blobs)?;
+        }
+        Ok(())
+    }
+}
+
+/// `fsync` a directory so that the names of files created in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(LogError::io(dir))
+}
+
+/// The writer's own copy of the counters it advances; `Shared` gets the
+/// durable values after each flush.
+pub(crate) struct Writer {
+    pub(crate) db: sled::Db,
+    pub(crate) shared: std::sync::Arc<Shared>,
+    pub(crate) next_seq: u64,
+    pub(crate) next_quarantine_seq: u64,
+    pub(crate) duplicates: u64,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<Request>) {
+        // `recv` fails once every `Log` handle is gone: shut down.
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            group.extend(rx.try_iter());
+            let messages: usize = group.iter().map(|r| r.items.len()).sum();
+            match self.commit(&mut group) {
+                Ok(outcomes) => {
+                    tracing::trace!(
+                        callers = group.len(),
+                        messages,
+                        next_seq = self.next_seq,
+                        "group commit"
+                    );
+                    for (request, outcome) in group.into_iter().zip(outcomes) {
+                        // The caller may have given up (future dropped): its
+                        // messages are durable anyway, a retry sees Duplicate.
+                        let _ = request.reply.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(dir = %self.shared.dir.display(), error = %e, "group commit failed; the log writer stops");
+                    let _ = self.shared.failure.set(e.to_string());
+                    for request in group {
+                        let _ = request.reply.send(Err(e.clone()));
+                    }
+                    // Dropping `rx` makes every later append fail with
+                    // WriterStopped.
+                    return;
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, group: &mut [Request]) -> Result<Vec<Vec<AppendOutcome>>, LogError> {
+        let dir = &self.shared.dir;
+        let tree: &sled::Tree = &self.db;
+        let mut batch = sled::Batch::default();
+        // Message ids written by this group (not yet visible in the tree).
+        let mut in_group: HashSet<String> = HashSet::new();
+        let mut next_seq = self.next_seq;
+        let mut next_quarantine_seq = self.next_quarantine_seq;
+        let mut duplicates = self.duplicates;
+        let mut outcomes = Vec::with_capacity(group.len());
+
+        for request in group.iter_mut() {
+            let mut out = Vec::with_capacity(request.items.len());
+            for Prepared {
+                message_id,
+                kind,
+                record,
+            } in std::mem::take(&mut request.items)
+            {
+                let ikey = index_key(&message_id);
+                if in_group.contains(&message_id)
+                    || tree.contains_key(&ikey).map_err(LogError::storage(dir))?
+                {
+                    duplicates += 1;
+                    out.push(AppendOutcome::Duplicate);
+                    continue;
+                }
+                let seq = match kind {
+                    RecordKind::Entry => {
+                        next_seq += 1;
+                        out.push(AppendOutcome::Appended(next_seq - 1));
+                        next_seq - 1
+                    }
+                    RecordKind::Quarantine => {
+                        next_quarantine_seq += 1;
+                        out.push(AppendOutcome::Quarantined(next_quarantine_seq - 1));
+                        next_quarantine_seq - 1
+                    }
+                };
+                batch.insert(&seq_key(kind, seq)[..], record);
+                batch.insert(ikey, &index_value(kind, seq)[..]);
+                in_group.insert(message_id);
+            }
+            outcomes.push(out);
+        }
+
+        batch.insert(META_NEXT_SEQ, &next_seq.to_be_bytes()[..]);
+        batch.insert(
+            META_NEXT_QUARANTINE_SEQ,
+            &next_quarantine_seq.to_be_bytes()[..],
+        );
+        batch.insert(META_DUPLICATES, &duplicates.to_be_bytes()[..]);
+        // All or nothing, also across a crash (sled documents this for
+        // `apply_batch`).
+        tree.apply_batch(batch).map_err(LogError::storage(dir))?;
+        self.shared.flush_durably(&self.db)?;
+
+        // Durable: publish.
+        self.next_seq = next_seq;
+        self.next_quarantine_seq = next_quarantine_seq;
+        self.duplicates = duplicates;
+        self.shared.next_seq.store(next_seq, Ordering::Release);
+        self.shared
+            .next_quarantine_seq
+            .store(next_quarantine_seq, Ordering::Release);
+        self.shared.duplicates.store(duplicates, Ordering::Relaxed);
+        self.shared.tail.send_replace(next_seq);
+        Ok(outcomes)
+    }
+}

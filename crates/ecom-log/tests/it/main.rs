@@ -1,0 +1,13 @@
+//! Integration tests of ecom-log: one test binary, one module per concern.
+//!
+//! `crash` re-runs this binary as a child process (see its module docs).
+
+mod append;
+mod checkpoint;
+mod corruption;
+mod crash;
+mod dedup;
+mod group_commit;
+mod lock;
+mod quarantine;
+mod support;
