@@ -1,0 +1,315 @@
+//! An in-process broker with Pub/Sub's delivery contract: at least once.
+//!
+//! One subscription per topic. A pulled message is leased until its ack
+//! deadline; if it is not acknowledged by then it is delivered again. From a
+//! seed it also injects what a real broker does on a bad day: extra
+//! deliveries of one message id, acknowledgements that get lost (so the
+//! message comes back after the deadline), and out-of-order delivery. It is
+//! the default source of `demo` and `run`, and the deterministic source of
+//! tests: it is part of the product, so it is small and honest rather than a
+//! mock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ecom_core::workload::Rng;
+use ecom_core::{RawMessage, Topic};
+use ecom_ingest::{Acker, Delivery};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub ack_deadline: Duration,
+    pub seed: u64,
+    /// Probability that a pull also leaves a copy of the message behind (a
+    /// second delivery of the same message id).
+    pub duplicate_ratio: f64,
+    /// Probability that an ack is lost (the message is redelivered after
+    /// its deadline).
+    pub lost_ack_ratio: f64,
+    /// Deliver in random order instead of publish order.
+    pub reorder: bool,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            ack_deadline: Duration::from_secs(10),
+            seed: 0,
+            duplicate_ratio: 0.0,
+            lost_ack_ratio: 0.0,
+            reorder: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerStats {
+    pub published: u64,
+    pub delivered: u64,
+    /// Deliveries after the first of a message id.
+    pub redelivered: u64,
+    pub acked: u64,
+    pub lost_acks: u64,
+    pub nacked: u64,
+    pub expired: u64,
+}
+
+#[derive(Default)]
+struct Subscription {
+    ready: Vec<RawMessage>,
+    leased: HashMap<u64, (RawMessage, Instant)>,
+    delivered_once: std::collections::HashSet<String>,
+}
+
+struct Inner {
+    rng: Rng,
+    next_id: u64,
+    next_ack: u64,
+    last_publish_us: i64,
+    subs: BTreeMap<Topic, Subscription>,
+    stats: BrokerStats,
+}
+
+/// The broker. Share it behind an `Arc`.
+pub struct Broker {
+    cfg: BrokerConfig,
+    inner: Mutex<Inner>,
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+impl Broker {
+    pub fn new(cfg: BrokerConfig) -> Arc<Self> {
+        let mut subs = BTreeMap::new();
+        subs.insert(Topic::Orders, Subscription::default());
+        subs.insert(Topic::Payments, Subscription::default());
+        Arc::new(Broker {
+            inner: Mutex::new(Inner {
+                rng: Rng::new(cfg.seed),
+                next_id: 1,
+                next_ack: 1,
+                last_publish_us: 0,
+                subs,
+                stats: BrokerStats::default(),
+            }),
+            cfg,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("broker lock poisoned")
+    }
+
+    /// Publishes a message; returns it as stored (with its id and publish
+    /// time, strictly increasing like a real broker's per-publisher clock).
+    pub fn publish(&self, topic: Topic, data: Vec<u8>) -> RawMessage {
+        let mut g = self.lock();
+        let id = g.next_id;
+        g.next_id += 1;
+        let publish_time_us = now_us().max(g.last_publish_us + 1);
+        g.last_publish_us = publish_time_us;
+        let msg = RawMessage {
+            message_id: format!("emb-{id:012}"),
+            topic,
+            publish_time_us,
+            data,
+            attributes: Default::default(),
+        };
+        g.subs
+            .get_mut(&topic)
+            .expect("both topics exist")
+            .ready
+            .push(msg.clone());
+        g.stats.published += 1;
+        msg
+    }
+
+    /// Leases up to `max` messages of `topic`.
+    pub fn pull(&self, topic: Topic, max: usize) -> Vec<(u64, RawMessage)> {
+        let now = Instant::now();
+        let deadline = now + self.cfg.ack_deadline;
+        let g = &mut *self.lock();
+        let sub = g.subs.get_mut(&topic).expect("both topics exist");
+        let expired: Vec<u64> = sub
+            .leased
+            .iter()
+            .filter(|(_, (_, d))| *d <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            let (m, _) = sub.leased.remove(&k).expect("just listed");
+            sub.ready.push(m);
+            g.stats.expired += 1;
+        }
+        let mut out = Vec::new();
+        while out.len() < max && !sub.ready.is_empty() {
+            let i = if self.cfg.reorder {
+                g.rng.below(sub.ready.len() as u64) as usize
+            } else {
+                0
+            };
+            let m = if self.cfg.reorder {
+                sub.ready.swap_remove(i)
+            } else {
+                sub.ready.remove(i)
+            };
+            if g.rng.chance(self.cfg.duplicate_ratio) {
+                sub.ready.push(m.clone());
+            }
+            if !sub.delivered_once.insert(m.message_id.clone()) {
+                g.stats.redelivered += 1;
+            }
+            g.stats.delivered += 1;
+            let ack = g.next_ack;
+            g.next_ack += 1;
+            sub.leased.insert(ack, (m.clone(), deadline));
+            out.push((ack, m));
+        }
+        out
+    }
+
+    pub fn ack(&self, topic: Topic, ack_id: u64) {
+        let g = &mut *self.lock();
+        if g.rng.chance(self.cfg.lost_ack_ratio) {
+            g.stats.lost_acks += 1;
+            return;
+        }
+        if let Some(sub) = g.subs.get_mut(&topic)
+            && sub.leased.remove(&ack_id).is_some()
+        {
+            g.stats.acked += 1;
+        }
+    }
+
+    pub fn nack(&self, topic: Topic, ack_id: u64) {
+        let g = &mut *self.lock();
+        if let Some(sub) = g.subs.get_mut(&topic)
+            && let Some((m, _)) = sub.leased.remove(&ack_id)
+        {
+            sub.ready.push(m);
+            g.stats.nacked += 1;
+        }
+    }
+
+    /// Nothing ready and nothing leased: every message was acknowledged.
+    pub fn drained(&self) -> bool {
+        self.lock()
+            .subs
+            .values()
+            .all(|s| s.ready.is_empty() && s.leased.is_empty())
+    }
+
+    pub fn stats(&self) -> BrokerStats {
+        self.lock().stats
+    }
+}
+
+struct BrokerAcker {
+    broker: Arc<Broker>,
+    topic: Topic,
+    ack_id: u64,
+}
+
+impl Acker for BrokerAcker {
+    fn ack(self: Box<Self>) {
+        self.broker.ack(self.topic, self.ack_id);
+    }
+    fn nack(self: Box<Self>) {
+        self.broker.nack(self.topic, self.ack_id);
+    }
+}
+
+/// Pulls both subscriptions into `tx` until `cancel` (or the receiver is
+/// gone). Polls every `idle_poll` when nothing is ready.
+pub async fn run_source(
+    broker: Arc<Broker>,
+    tx: mpsc::Sender<Delivery>,
+    max_pull: usize,
+    idle_poll: Duration,
+    cancel: CancellationToken,
+) {
+    while !cancel.is_cancelled() {
+        let mut got = 0;
+        for topic in [Topic::Orders, Topic::Payments] {
+            for (ack_id, message) in broker.pull(topic, max_pull) {
+                got += 1;
+                let acker = Box::new(BrokerAcker {
+                    broker: broker.clone(),
+                    topic,
+                    ack_id,
+                });
+                if tx.send(Delivery { message, acker }).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if got == 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(idle_poll) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unacked_message_is_redelivered_after_its_deadline() {
+        let b = Broker::new(BrokerConfig {
+            ack_deadline: Duration::from_millis(0),
+            ..Default::default()
+        });
+        let m = b.publish(Topic::Orders, b"x".to_vec());
+        let first = b.pull(Topic::Orders, 10);
+        assert_eq!(first.len(), 1);
+        let again = b.pull(Topic::Orders, 10);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1.message_id, m.message_id);
+        assert_eq!(b.stats().redelivered, 1);
+        b.ack(Topic::Orders, again[0].0);
+        assert!(b.drained());
+    }
+
+    #[test]
+    fn acked_message_is_not_redelivered_and_nack_redelivers_at_once() {
+        let b = Broker::new(BrokerConfig::default());
+        b.publish(Topic::Payments, b"p".to_vec());
+        let (ack, _) = b.pull(Topic::Payments, 1).remove(0);
+        b.nack(Topic::Payments, ack);
+        let (ack, _) = b.pull(Topic::Payments, 1).remove(0);
+        b.ack(Topic::Payments, ack);
+        assert!(b.pull(Topic::Payments, 1).is_empty());
+        assert!(b.drained());
+    }
+
+    #[test]
+    fn same_seed_gives_same_delivery_order() {
+        let run = || {
+            let b = Broker::new(BrokerConfig {
+                seed: 42,
+                reorder: true,
+                duplicate_ratio: 0.3,
+                ..Default::default()
+            });
+            for i in 0..50u8 {
+                b.publish(Topic::Orders, vec![i]);
+            }
+            b.pull(Topic::Orders, 100)
+                .into_iter()
+                .map(|(_, m)| m.data)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(), run());
+    }
+}

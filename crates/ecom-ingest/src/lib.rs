@@ -1,0 +1,180 @@
+//! Ingestion: the one place where messages are acknowledged.
+//!
+//! A source (the embedded broker, Pub/Sub) sends [`Delivery`]s into a
+//! channel; [`run_ingest`] batches them, classifies each (valid, or rejected
+//! with a reason), appends the batch to the durable log and acknowledges
+//! every message of the batch only after the append returned, which is after
+//! the fsync that covers it.
+//!
+//! **Invariant:** an acknowledged message is on disk, in the log's entries or
+//! its quarantine. A failed append nacks the whole batch so the source
+//! redelivers it; the log's message-id dedup makes that harmless.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ecom_core::{RawMessage, decode};
+use ecom_log::{AppendOutcome, Incoming, Log};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How a source settles one message. Called at most once.
+pub trait Acker: Send + 'static {
+    fn ack(self: Box<Self>);
+    fn nack(self: Box<Self>);
+}
+
+/// A message as a source hands it over, with the means to settle it.
+pub struct Delivery {
+    pub message: RawMessage,
+    pub acker: Box<dyn Acker>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Most messages per log append.
+    pub max_batch: usize,
+    /// How long to wait for more messages before appending a partial batch.
+    pub linger: Duration,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            max_batch: 1000,
+            linger: Duration::from_millis(2),
+        }
+    }
+}
+
+/// Counters, updated per batch.
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    pub delivered: AtomicU64,
+    pub appended: AtomicU64,
+    pub duplicates_message_id: AtomicU64,
+    pub rejected: AtomicU64,
+    pub acked: AtomicU64,
+    pub nacked: AtomicU64,
+    pub append_failures: AtomicU64,
+    pub batches: AtomicU64,
+    /// When the last delivery arrived, ms since the Unix epoch (0: never).
+    pub last_delivery_ms: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct IngestStats {
+    pub delivered: u64,
+    pub appended: u64,
+    pub duplicates_message_id: u64,
+    pub rejected: u64,
+    pub acked: u64,
+    pub nacked: u64,
+    pub append_failures: u64,
+    pub batches: u64,
+}
+
+impl IngestCounters {
+    pub fn snapshot(&self) -> IngestStats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        IngestStats {
+            delivered: g(&self.delivered),
+            appended: g(&self.appended),
+            duplicates_message_id: g(&self.duplicates_message_id),
+            rejected: g(&self.rejected),
+            acked: g(&self.acked),
+            nacked: g(&self.nacked),
+            append_failures: g(&self.append_failures),
+            batches: g(&self.batches),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Classifies a message: valid ones go to the log's entries, rejected ones to
+/// its quarantine with the reason.
+pub fn classify(message: RawMessage) -> Incoming {
+    match decode(&message) {
+        Ok(_) => Incoming::Valid(message),
+        Err(reason) => Incoming::Rejected(message, reason.to_string()),
+    }
+}
+
+/// Runs until the channel closes (every sender dropped) or `cancel` fires;
+/// either way the batch in hand is made durable and settled before return.
+pub async fn run_ingest(
+    mut rx: mpsc::Receiver<Delivery>,
+    log: Log,
+    opts: IngestOptions,
+    counters: Arc<IngestCounters>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            d = rx.recv() => d,
+            _ = cancel.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + opts.linger;
+        while batch.len() < opts.max_batch {
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(d)) => batch.push(d),
+                        _ => break,
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        }
+        append_and_settle(&log, batch, &counters).await;
+    }
+}
+
+async fn append_and_settle(log: &Log, batch: Vec<Delivery>, c: &IngestCounters) {
+    let n = batch.len() as u64;
+    c.delivered.fetch_add(n, Ordering::Relaxed);
+    c.last_delivery_ms.store(now_ms(), Ordering::Relaxed);
+    let mut ackers = Vec::with_capacity(batch.len());
+    let mut incoming = Vec::with_capacity(batch.len());
+    for d in batch {
+        ackers.push(d.acker);
+        incoming.push(classify(d.message));
+    }
+    match log.append(incoming).await {
+        Ok(outcomes) => {
+            for o in &outcomes {
+                match o {
+                    AppendOutcome::Appended(_) => c.appended.fetch_add(1, Ordering::Relaxed),
+                    AppendOutcome::Quarantined(_) => c.rejected.fetch_add(1, Ordering::Relaxed),
+                    AppendOutcome::Duplicate => {
+                        c.duplicates_message_id.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+            for a in ackers {
+                a.ack();
+            }
+            c.acked.fetch_add(n, Ordering::Relaxed);
+            c.batches.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, messages = n, "log append failed; nacking the batch so it is redelivered");
+            for a in ackers {
+                a.nack();
+            }
+            c.nacked.fetch_add(n, Ordering::Relaxed);
+            c.append_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
