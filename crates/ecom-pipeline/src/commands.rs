@@ -1,0 +1,451 @@
+//! The short-lived commands: demo, replay, verify, dlq, rejected, log, status.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use ecom_log::{Log, LogError, LogOptions};
+use ecom_projector::Applier;
+use ecom_store::{FactStore, SledStore};
+use serde::Serialize;
+
+use crate::config::{Config, StoreKind};
+use crate::demo::{self, DemoArgs};
+
+/// Runs `$body` with `$s: Arc<impl FactStore>` opened as configured.
+macro_rules! with_store {
+    ($cfg:expr, |$s:ident| $body:expr) => {
+        match $cfg.store {
+            $crate::config::StoreKind::Embedded => {
+                let $s = std::sync::Arc::new($crate::commands::open_embedded($cfg)?);
+                $body
+            }
+            $crate::config::StoreKind::Cassandra => {
+                let $s = std::sync::Arc::new($crate::commands::open_cassandra($cfg).await?);
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_store;
+
+pub fn open_embedded(cfg: &Config) -> anyhow::Result<SledStore> {
+    std::fs::create_dir_all(&cfg.store_dir).with_context(|| {
+        format!(
+            "cannot create the store directory {}",
+            cfg.store_dir.display()
+        )
+    })?;
+    SledStore::open(&cfg.store_dir).with_context(|| {
+        format!(
+            "cannot open the embedded store in {} (is a pipeline running on it? one process owns it)",
+            cfg.store_dir.display()
+        )
+    })
+}
+
+pub async fn open_cassandra(cfg: &Config) -> anyhow::Result<SledStore> {
+    let _ = cfg;
+    anyhow::bail!("the Cassandra store is not wired into this build yet")
+}
+
+/// Default projector concurrency: the embedded store gains nothing from it;
+/// Cassandra needs many LWTs in flight.
+pub fn projector_concurrency(cfg: &Config) -> usize {
+    cfg.projector_concurrency.unwrap_or(match cfg.store {
+        StoreKind::Embedded => 1,
+        StoreKind::Cassandra => 64,
+    })
+}
+
+pub fn open_log(dir: &Path) -> anyhow::Result<Log> {
+    Log::open(dir, LogOptions::default()).map_err(anyhow::Error::from)
+}
+
+pub async fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let concurrency = projector_concurrency(cfg);
+    let report = match cfg.store {
+        StoreKind::Embedded => {
+            let store = std::sync::Arc::new(SledStore::temporary()?);
+            demo::demo(args, store, concurrency).await?
+        }
+        StoreKind::Cassandra => {
+            with_store!(cfg, |store| demo::demo(args, store, concurrency).await?)
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        demo::print_human(&report);
+    }
+    Ok(if report.verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Log directories to rebuild from (default: the configured log dir).
+    #[arg(long = "from-log", value_name = "DIR")]
+    pub from_log: Vec<PathBuf>,
+    /// Empty the target store first if it is not empty.
+    #[arg(long)]
+    pub truncate: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn log_dirs(cfg: &Config, given: &[PathBuf]) -> Vec<PathBuf> {
+    if given.is_empty() {
+        vec![cfg.log_dir.clone()]
+    } else {
+        given.to_vec()
+    }
+}
+
+fn open_logs(dirs: &[PathBuf]) -> anyhow::Result<Vec<Log>> {
+    dirs.iter()
+        .map(|d| {
+            anyhow::ensure!(d.exists(), "log directory {} does not exist", d.display());
+            open_log(d)
+        })
+        .collect()
+}
+
+pub async fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    let logs = open_logs(&log_dirs(cfg, &args.from_log))?;
+    let json = args.json;
+    let mut last = std::time::Instant::now();
+    let progress = move |phase: &str, n: u64| {
+        if !json && last.elapsed().as_millis() >= 1000 {
+            last = std::time::Instant::now();
+            eprintln!("  … {phase}: {n}");
+        }
+    };
+    let report = with_store!(cfg, |store| ecom_projector::replay(
+        &logs,
+        store.as_ref(),
+        args.truncate,
+        progress
+    )
+    .await?);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "replayed {} entries from {} log(s) ({} unique messages) in {:.2}s: {:.0} events/s",
+            report.entries_read,
+            report.logs,
+            report.unique_messages,
+            report.elapsed_s,
+            report.events_per_s
+        );
+        println!(
+            "wrote {} fact rows, {} audit rows, {} parked payments",
+            report.facts_written, report.audit_written, report.parked_written
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Log directories whose fold the store must equal (default: the configured log dir).
+    #[arg(long = "from-log", value_name = "DIR")]
+    pub from_log: Vec<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn verify(cfg: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let logs = open_logs(&log_dirs(cfg, &args.from_log))?;
+    let report = with_store!(cfg, |store| ecom_projector::verify(&logs, store.as_ref())
+        .await?);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "facts: {} expected, {} in store; audit: {} / {}; parked: {} / {}",
+            report.expected_facts,
+            report.actual_facts,
+            report.expected_audit,
+            report.actual_audit,
+            report.expected_parked,
+            report.actual_parked
+        );
+        for s in &report.samples {
+            println!("  {s}");
+        }
+        if report.parked_with_order > 0 {
+            println!(
+                "  {} parked payments have an order: run `ecom-pipeline dlq reprocess`",
+                report.parked_with_order
+            );
+        }
+        println!("differences: {}", report.differences);
+    }
+    Ok(if report.clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DlqCommand {
+    /// List parked payments.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-project every parked payment whose order exists now.
+    Reprocess {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Serialize)]
+struct ParkedLine {
+    order_id: i64,
+    payment_id: i64,
+    message_id: String,
+    parked_at_ms: i64,
+    attempts: i32,
+}
+
+pub async fn dlq(cfg: &Config, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
+    with_store!(cfg, |store| match cmd {
+        DlqCommand::List { json } => {
+            let parked = store.scan_parked().await?;
+            let lines: Vec<_> = parked
+                .iter()
+                .map(|p| ParkedLine {
+                    order_id: p.order_id(),
+                    payment_id: p.payment.content.payment_id,
+                    message_id: p.payment.provenance.message_id.clone(),
+                    parked_at_ms: p.parked_at_ms,
+                    attempts: p.attempts,
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&lines)?);
+            } else {
+                println!(
+                    "{:>12} {:>12} {:>8} {:>14}  message_id",
+                    "order_id", "payment_id", "attempts", "parked_at_ms"
+                );
+                for l in &lines {
+                    println!(
+                        "{:>12} {:>12} {:>8} {:>14}  {}",
+                        l.order_id, l.payment_id, l.attempts, l.parked_at_ms, l.message_id
+                    );
+                }
+                println!("{} parked payments", lines.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Reprocess { json } => {
+            let applier = Applier::new(store.clone());
+            let (joined, remaining, _) = applier.reprocess_parked().await?;
+            store.flush().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"joined": joined, "remaining": remaining})
+                );
+            } else {
+                println!(
+                    "joined {joined} parked payments; {remaining} remain parked (their order has not arrived)"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    })
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RejectedCommand {
+    /// List quarantined messages with their reason.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn rejected(cfg: &Config, cmd: RejectedCommand) -> anyhow::Result<ExitCode> {
+    let RejectedCommand::List { json } = cmd;
+    let log = open_log(&cfg.log_dir)?;
+    let rejected = log.rejected()?;
+    if json {
+        let lines: Vec<_> = rejected
+            .iter()
+            .map(|q| {
+                serde_json::json!({
+                    "seq": q.seq,
+                    "message_id": q.message.message_id,
+                    "topic": q.message.topic.name(),
+                    "reason": q.reason,
+                    "data": String::from_utf8_lossy(&q.message.data),
+                    "appended_at_ms": q.appended_at_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+    } else {
+        for q in &rejected {
+            println!(
+                "#{} {} [{}] {}\n    {}",
+                q.seq,
+                q.message.message_id,
+                q.message.topic.name(),
+                q.reason,
+                String::from_utf8_lossy(&q.message.data)
+            );
+        }
+        println!("{} rejected messages", rejected.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum LogCommand {
+    /// Check every entry's checksum and format, the message-id index, and
+    /// the checkpoint. Exits non-zero on any problem.
+    Verify {
+        /// The log directory (default: the configured log dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+pub async fn log(cfg: &Config, cmd: LogCommand) -> anyhow::Result<ExitCode> {
+    let LogCommand::Verify { dir } = cmd;
+    let dir = dir.unwrap_or_else(|| cfg.log_dir.clone());
+    let log = open_log(&dir)?;
+    let report = log.verify()?;
+    println!(
+        "checked {} entries, {} quarantined, {} index keys in {}",
+        report.entries_checked,
+        report.quarantine_checked,
+        report.index_checked,
+        dir.display()
+    );
+    for p in &report.problems {
+        println!("  problem: {p}");
+    }
+    Ok(if report.is_ok() {
+        println!("log ok");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `status` reports, and what a running pipeline writes to
+/// `<log_dir>/status.json` every second (the log is locked while it runs).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct StatusReport {
+    pub source: String,
+    pub running_pid: Option<u32>,
+    pub log_entries: u64,
+    pub last_seq: Option<u64>,
+    pub checkpoint: u64,
+    pub lag: u64,
+    pub rejected: u64,
+    pub duplicates_message_id: u64,
+    pub orders_in_store: Option<u64>,
+    pub payments_joined: Option<u64>,
+    pub parked_payments: Option<u64>,
+    pub duplicates_audited: Option<u64>,
+    pub projector: Option<serde_json::Value>,
+    pub ingest: Option<serde_json::Value>,
+    pub updated_at_ms: i64,
+}
+
+pub fn status_from_log(log: &Log) -> StatusReport {
+    let s = log.stats();
+    StatusReport {
+        source: "log".into(),
+        running_pid: None,
+        log_entries: s.entries,
+        last_seq: s.next_seq.checked_sub(1),
+        checkpoint: s.checkpoint,
+        lag: s.next_seq.saturating_sub(s.checkpoint),
+        rejected: s.rejected,
+        duplicates_message_id: s.duplicates_message_id,
+        updated_at_ms: ecom_store::now_ms(),
+        ..Default::default()
+    }
+}
+
+pub async fn add_store_counts<S: FactStore>(
+    report: &mut StatusReport,
+    store: &S,
+) -> anyhow::Result<()> {
+    let c = store.counts().await?;
+    report.orders_in_store = Some(c.facts);
+    report.payments_joined = Some(c.payments_joined);
+    report.parked_payments = Some(c.parked);
+    report.duplicates_audited = Some(c.audit);
+    Ok(())
+}
+
+pub async fn status(cfg: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let report = match Log::open(&cfg.log_dir, LogOptions::default()) {
+        Ok(log) => {
+            let mut r = status_from_log(&log);
+            drop(log);
+            with_store!(cfg, |store| add_store_counts(&mut r, store.as_ref())
+                .await?);
+            r
+        }
+        Err(LogError::Locked { pid, .. }) => {
+            let path = cfg.log_dir.join("status.json");
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!("the log is in use by pid {pid:?} but it has not written {} yet; try again in a second", path.display())
+            })?;
+            let mut r: StatusReport = serde_json::from_str(&text)?;
+            r.source = format!(
+                "running pipeline (pid {})",
+                pid.map(|p| p.to_string()).unwrap_or("?".into())
+            );
+            r
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("source:                {}", report.source);
+        println!("log entries:           {}", report.log_entries);
+        println!(
+            "last sequence:         {}",
+            report.last_seq.map(|s| s.to_string()).unwrap_or("-".into())
+        );
+        println!(
+            "projector checkpoint:  {} (lag {})",
+            report.checkpoint, report.lag
+        );
+        println!("rejected:              {}", report.rejected);
+        println!("duplicate message ids: {}", report.duplicates_message_id);
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("-".into());
+        println!("orders in store:       {}", opt(report.orders_in_store));
+        println!("payments joined:       {}", opt(report.payments_joined));
+        println!("parked payments:       {}", opt(report.parked_payments));
+        println!("audited duplicates:    {}", opt(report.duplicates_audited));
+        if let Some(p) = &report.projector {
+            println!("projector:             {p}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,101 @@
+//! `ecom-pipeline`: argument parsing and wiring. Everything with behaviour
+//! lives in the library crates; this binary chooses the source and the store
+//! and turns their reports into output and exit codes.
+
+mod commands;
+mod config;
+mod demo;
+mod instance;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, GlobalArgs};
+
+/// Exactly-once landing of e-commerce orders and payments, from Pub/Sub (or
+/// the embedded broker) through a durable sled log into a fact store
+/// (embedded sled, or Cassandra).
+#[derive(Debug, Parser)]
+#[command(name = "ecom-pipeline", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole pipeline on the embedded default with faults, and check
+    /// that every business event took effect exactly once.
+    Demo(demo::DemoArgs),
+    /// The long-running pipeline: source → durable log → projector → store.
+    Run(run::RunArgs),
+    /// Rebuild a store from one or more log directories.
+    Replay(commands::ReplayArgs),
+    /// Compare the store with the fold of one or more log directories.
+    Verify(commands::VerifyArgs),
+    /// Payments parked because their order has not arrived.
+    Dlq {
+        #[command(subcommand)]
+        command: commands::DlqCommand,
+    },
+    /// Messages rejected as invalid (kept in the log's quarantine).
+    Rejected {
+        #[command(subcommand)]
+        command: commands::RejectedCommand,
+    },
+    /// Durable log maintenance.
+    Log {
+        #[command(subcommand)]
+        command: commands::LogCommand,
+    },
+    /// Log entries, checkpoint and lag, parked, rejected and duplicate counts.
+    Status(commands::StatusArgs),
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("ECOM_LOG").unwrap_or_else(|_| EnvFilter::new("warn,ecom=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let cfg = Config::resolve(&cli.global)?;
+    match cli.command {
+        Command::Demo(args) => commands::demo(&cfg, &args).await,
+        Command::Run(args) => run::run(&cfg, &args).await,
+        Command::Replay(args) => commands::replay(&cfg, &args).await,
+        Command::Verify(args) => commands::verify(&cfg, &args).await,
+        Command::Dlq { command } => commands::dlq(&cfg, command).await,
+        Command::Rejected { command } => commands::rejected(&cfg, command).await,
+        Command::Log { command } => commands::log(&cfg, command).await,
+        Command::Status(args) => commands::status(&cfg, &args).await,
+    }
+}
