@@ -185,6 +185,15 @@ pub async fn verify(cfg: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode>
                 report.parked_with_order
             );
         }
+        let lag: u64 = logs
+            .iter()
+            .map(|l| l.next_seq().saturating_sub(l.checkpoint()))
+            .sum();
+        if lag > 0 && report.differences > 0 {
+            println!(
+                "  note: the projector has {lag} log entries left to apply; run the pipeline to catch up, then verify again"
+            );
+        }
         println!("differences: {}", report.differences);
     }
     Ok(if report.clean() {
@@ -325,7 +334,14 @@ pub enum LogCommand {
 pub async fn log(cfg: &Config, cmd: LogCommand) -> anyhow::Result<ExitCode> {
     let LogCommand::Verify { dir } = cmd;
     let dir = dir.unwrap_or_else(|| cfg.log_dir.clone());
-    let log = open_log(&dir)?;
+    // Open without the tail check so a damaged log can still be examined.
+    let log = Log::open(
+        &dir,
+        LogOptions {
+            verify_tail_on_open: false,
+            ..LogOptions::default()
+        },
+    )?;
     let report = log.verify()?;
     println!(
         "checked {} entries, {} quarantined, {} index keys in {}",

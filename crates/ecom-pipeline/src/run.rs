@@ -48,15 +48,17 @@ pub struct RunArgs {
 }
 
 pub async fn run(cfg: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
-    with_store!(cfg, |store| run_with(cfg, args, store).await)
+    // The log first: its lock names the pid of a pipeline already running.
+    let log = open_log(&cfg.log_dir)?;
+    with_store!(cfg, |store| run_with(cfg, args, log, store).await)
 }
 
 async fn run_with<S: FactStore>(
     cfg: &Config,
     args: &RunArgs,
+    log: ecom_log::Log,
     store: Arc<S>,
 ) -> anyhow::Result<ExitCode> {
-    let log = open_log(&cfg.log_dir)?;
     let cancel = CancellationToken::new();
     let popts = ProjectorOptions {
         batch_size: cfg.projector_batch,

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README and CI run it.
+#
+# Starts the real services the tests need (Apache Cassandra 5.0 from Maven
+# Central, Google's pstest Pub/Sub fake), exports where they are, then runs
+# formatting, clippy and every test of the workspace. Tests that need a
+# service are told it is required (ECOM_REQUIRE_*=1): if a service is missing
+# they fail, they never skip. Services this script started are stopped on
+# exit; services that were already running are left alone.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { echo "test.sh: $*" >&2; }
+
+started=()
+cleanup() {
+  local rc=$?
+  for svc in "${started[@]}"; do
+    log "stopping $svc"
+    "scripts/$svc.sh" stop || log "could not stop $svc cleanly"
+  done
+  exit "$rc"
+}
+trap cleanup EXIT
+
+start_service() {
+  local svc=$1
+  if "scripts/$svc.sh" status >/dev/null 2>&1; then
+    log "$svc already running; using it"
+  else
+    log "starting $svc"
+    "scripts/$svc.sh" start || { log "FAILED to start $svc: the suite needs it, so it stops here"; exit 1; }
+    started+=("$svc")
+  fi
+}
+
+start_service cassandra
+start_service pubsub-emulator
+
+export ECOM_CASSANDRA="127.0.0.1:${CASSANDRA_PORT:-9042}"
+export PUBSUB_EMULATOR_HOST="127.0.0.1:${PUBSUB_EMULATOR_PORT:-8085}"
+export ECOM_REQUIRE_CASSANDRA=1
+export ECOM_REQUIRE_PUBSUB=1
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+log "cargo test"
+cargo test --workspace --no-fail-fast
