@@ -23,6 +23,7 @@ use ecom_core::{
 };
 use ecom_store::{Parked, StoreError};
 use scylla::value::CqlTimestamp;
+use scylla::value::MaybeUnset;
 use scylla::{DeserializeRow, SerializeRow};
 
 use crate::error::corrupt;
@@ -107,6 +108,17 @@ pub(crate) const PARKED_READ_COLUMNS: &[&str] = &[
 
 // --- bind values (named bind markers, matched by name) ----------------------
 
+/// An optional column's bind value. Binding NULL writes a tombstone cell, so
+/// on a fresh row (`fresh`: INSERT, or columns known to be empty) an absent
+/// value is left unset instead; when replacing values it must be NULL so the
+/// old value is cleared.
+fn nullable<T>(v: Option<T>, fresh: bool) -> MaybeUnset<Option<T>> {
+    match (v, fresh) {
+        (None, true) => MaybeUnset::Unset,
+        (v, _) => MaybeUnset::Set(v),
+    }
+}
+
 #[derive(SerializeRow)]
 pub(crate) struct OrderCols<'a> {
     customer_id: i64,
@@ -116,15 +128,15 @@ pub(crate) struct OrderCols<'a> {
     shipping_address: &'a str,
     order_status: &'a str,
     creation_date: &'a str,
-    order_event_id: Option<&'a str>,
-    order_version: Option<i64>,
+    order_event_id: MaybeUnset<Option<&'a str>>,
+    order_version: MaybeUnset<Option<i64>>,
     order_fingerprint: i64,
     order_message_id: &'a str,
     order_publish_time_us: i64,
 }
 
 impl<'a> OrderCols<'a> {
-    pub(crate) fn new(v: &'a OrderVersion) -> Self {
+    pub(crate) fn new(v: &'a OrderVersion, fresh: bool) -> Self {
         let o = &v.content;
         OrderCols {
             customer_id: o.customer_id,
@@ -134,8 +146,8 @@ impl<'a> OrderCols<'a> {
             shipping_address: &o.shipping_address,
             order_status: &o.order_status,
             creation_date: &o.creation_date,
-            order_event_id: o.event_id.as_deref(),
-            order_version: o.version,
+            order_event_id: nullable(o.event_id.as_deref(), fresh),
+            order_version: nullable(o.version, fresh),
             order_fingerprint: v.fingerprint.0,
             order_message_id: &v.provenance.message_id,
             order_publish_time_us: v.provenance.publish_time_us,
@@ -150,15 +162,15 @@ pub(crate) struct PaymentCols<'a> {
     card_last_four: &'a str,
     payment_status: &'a str,
     payment_datetime: &'a str,
-    payment_event_id: Option<&'a str>,
-    payment_version: Option<i64>,
+    payment_event_id: MaybeUnset<Option<&'a str>>,
+    payment_version: MaybeUnset<Option<i64>>,
     payment_fingerprint: i64,
     payment_message_id: &'a str,
     payment_publish_time_us: i64,
 }
 
 impl<'a> PaymentCols<'a> {
-    pub(crate) fn new(v: &'a PaymentVersion) -> Self {
+    pub(crate) fn new(v: &'a PaymentVersion, fresh: bool) -> Self {
         let p = &v.content;
         PaymentCols {
             payment_id: p.payment_id,
@@ -166,8 +178,8 @@ impl<'a> PaymentCols<'a> {
             card_last_four: &p.card_last_four,
             payment_status: &p.payment_status,
             payment_datetime: &p.payment_datetime,
-            payment_event_id: p.event_id.as_deref(),
-            payment_version: p.version,
+            payment_event_id: nullable(p.event_id.as_deref(), fresh),
+            payment_version: nullable(p.version, fresh),
             payment_fingerprint: v.fingerprint.0,
             payment_message_id: &v.provenance.message_id,
             payment_publish_time_us: v.provenance.publish_time_us,
@@ -258,13 +270,13 @@ pub(crate) struct AuditCols<'a> {
     pub fingerprint: i64,
     pub message_id: &'a str,
     pub publish_time_us: i64,
-    pub version: Option<i64>,
-    pub event_id: Option<&'a str>,
+    pub version: MaybeUnset<Option<i64>>,
+    pub event_id: MaybeUnset<Option<&'a str>>,
     pub payload: String,
 }
 
 impl<'a> AuditCols<'a> {
-    pub(crate) fn new(e: &'a Entry) -> Self {
+    pub(crate) fn new(e: &'a Entry, fresh: bool) -> Self {
         let (event_id, payload) = match e {
             Entry::Order(o) => (o.content.event_id.as_deref(), to_json(&o.content)),
             Entry::Payment(p) => (p.content.event_id.as_deref(), to_json(&p.content)),
@@ -275,8 +287,8 @@ impl<'a> AuditCols<'a> {
             fingerprint: e.fingerprint().0,
             message_id: &e.provenance().message_id,
             publish_time_us: e.provenance().publish_time_us,
-            version: e.business_version(),
-            event_id,
+            version: nullable(e.business_version(), fresh),
+            event_id: nullable(event_id, fresh),
             payload,
         }
     }
@@ -311,15 +323,15 @@ pub(crate) struct ParkedCols<'a> {
     pub payment_id: i64,
     pub message_id: &'a str,
     pub publish_time_us: i64,
-    pub version: Option<i64>,
-    pub event_id: Option<&'a str>,
+    pub version: MaybeUnset<Option<i64>>,
+    pub event_id: MaybeUnset<Option<&'a str>>,
     pub payload: String,
     pub parked_at: CqlTimestamp,
     pub attempts: i32,
 }
 
 impl<'a> ParkedCols<'a> {
-    pub(crate) fn new(p: &'a Parked) -> Self {
+    pub(crate) fn new(p: &'a Parked, fresh: bool) -> Self {
         let v = &p.payment;
         ParkedCols {
             order_id: v.content.order_id,
@@ -327,8 +339,8 @@ impl<'a> ParkedCols<'a> {
             payment_id: v.content.payment_id,
             message_id: &v.provenance.message_id,
             publish_time_us: v.provenance.publish_time_us,
-            version: v.content.version,
-            event_id: v.content.event_id.as_deref(),
+            version: nullable(v.content.version, fresh),
+            event_id: nullable(v.content.event_id.as_deref(), fresh),
             payload: to_json(&v.content),
             parked_at: CqlTimestamp(p.parked_at_ms),
             attempts: p.attempts,

@@ -743,14 +743,14 @@ impl CassandraStore {
     async fn put_fact_row(&self, row: &FactRow) -> Result<()> {
         let st = self.st();
         let order_id = row.order_id();
-        let order = OrderCols::new(&row.order);
+        let order = OrderCols::new(&row.order, true);
         let res = match &row.payment {
             None => {
                 self.exec(&st.put_fact_order, InsertOrder { order_id, order })
                     .await
             }
             Some(p) => {
-                let payment = PaymentCols::new(p);
+                let payment = PaymentCols::new(p, true);
                 let values = InsertFull {
                     order_id,
                     order,
@@ -763,14 +763,14 @@ impl CassandraStore {
     }
 
     async fn put_audit_row(&self, entry: &Entry) -> Result<()> {
-        self.exec(&self.st().put_audit, AuditCols::new(entry))
+        self.exec(&self.st().put_audit, AuditCols::new(entry, true))
             .await
             .map(drop)
             .map_err(|e| request_error("put_final", e))
     }
 
     async fn put_parked_row(&self, parked: &Parked) -> Result<()> {
-        self.exec(&self.st().put_parked, ParkedCols::new(parked))
+        self.exec(&self.st().put_parked, ParkedCols::new(parked, true))
             .await
             .map(drop)
             .map_err(|e| request_error("put_final", e))
@@ -840,7 +840,7 @@ impl FactStore for CassandraStore {
         let order_id = order.content.order_id;
         let values = InsertOrder {
             order_id,
-            order: OrderCols::new(order),
+            order: OrderCols::new(order, true),
         };
         let goal = Goal::Holds(Stamp::new(&order.provenance.message_id, order.fingerprint));
         self.conditional(
@@ -863,7 +863,7 @@ impl FactStore for CassandraStore {
         let order_id = order.content.order_id;
         let values = ReplaceOrder {
             order_id,
-            order: OrderCols::new(order),
+            order: OrderCols::new(order, false),
             expected: Expected::new(expected),
         };
         let goal = Goal::Holds(Stamp::new(&order.provenance.message_id, order.fingerprint));
@@ -892,9 +892,10 @@ impl FactStore for CassandraStore {
         let read = || self.read_fact(order_id);
         match expected {
             None => {
+                // No payment yet: its columns are all empty, nothing to clear.
                 let values = SetFirstPayment {
                     order_id,
-                    payment: PaymentCols::new(payment),
+                    payment: PaymentCols::new(payment, true),
                 };
                 let st = &self.st().set_first_payment;
                 self.conditional(
@@ -911,7 +912,7 @@ impl FactStore for CassandraStore {
             Some(expected) => {
                 let values = ReplacePayment {
                     order_id,
-                    payment: PaymentCols::new(payment),
+                    payment: PaymentCols::new(payment, false),
                     expected: Expected::new(expected),
                 };
                 let st = &self.st().replace_payment;
@@ -951,7 +952,7 @@ impl FactStore for CassandraStore {
             "insert_audit",
             order_id,
             &self.st().insert_audit,
-            AuditCols::new(entry),
+            AuditCols::new(entry, true),
             Goal::Holds(Stamp::new(&entry.provenance().message_id, fp)),
             || self.read_audit(order_id, kind, fp),
             entry_stamp,
@@ -962,7 +963,7 @@ impl FactStore for CassandraStore {
     async fn replace_audit(&self, expected: &Provenance, entry: &Entry) -> Result<Cas<Entry>> {
         let (order_id, kind, fp) = (entry.order_id(), entry.kind(), entry.fingerprint());
         let values = ReplaceAudit {
-            cols: AuditCols::new(entry),
+            cols: AuditCols::new(entry, false),
             expected: Expected::new(expected),
         };
         self.conditional(
@@ -1016,7 +1017,7 @@ impl FactStore for CassandraStore {
             "insert_parked",
             order_id,
             &self.st().insert_parked,
-            ParkedCols::new(parked),
+            ParkedCols::new(parked, true),
             Goal::Holds(Stamp::new(&parked.payment.provenance.message_id, fp)),
             || self.parked_one(order_id, fp),
             parked_stamp,
@@ -1027,7 +1028,7 @@ impl FactStore for CassandraStore {
     async fn replace_parked(&self, expected: &Provenance, parked: &Parked) -> Result<Cas<Parked>> {
         let (order_id, fp) = (parked.order_id(), parked.payment.fingerprint);
         let values = ReplaceParked {
-            cols: ParkedCols::new(parked),
+            cols: ParkedCols::new(parked, false),
             expected: Expected::new(expected),
         };
         self.conditional(

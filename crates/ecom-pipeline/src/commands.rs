@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use ecom_cassandra::{CassandraConfig, CassandraStore};
 use ecom_log::{Log, LogError, LogOptions};
 use ecom_projector::Applier;
 use ecom_store::{FactStore, SledStore};
@@ -45,9 +46,59 @@ pub fn open_embedded(cfg: &Config) -> anyhow::Result<SledStore> {
     })
 }
 
-pub async fn open_cassandra(cfg: &Config) -> anyhow::Result<SledStore> {
-    let _ = cfg;
-    anyhow::bail!("the Cassandra store is not wired into this build yet")
+/// The Cassandra driver configuration from the resolved settings.
+pub fn cassandra_config(cfg: &Config) -> anyhow::Result<CassandraConfig> {
+    let c = &cfg.cassandra;
+    let mut out = CassandraConfig::default();
+    if let Some(points) = &c.contact_points {
+        out.contact_points = points
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+    }
+    if let Some(ks) = &c.keyspace {
+        out.keyspace = ks.clone();
+    }
+    out.username = c.username.clone();
+    out.password = c.password.clone();
+    if let Some(level) = &c.consistency {
+        out.consistency = ecom_cassandra::parse_consistency(level)?;
+    }
+    if let Some(level) = &c.serial_consistency {
+        out.serial_consistency = ecom_cassandra::parse_serial_consistency(level)?;
+    }
+    if let Some(n) = c.max_in_flight {
+        out.max_in_flight = n;
+    }
+    out.tls = c.tls.unwrap_or(false);
+    out.tls_ca_file = c.tls_ca_file.clone();
+    Ok(out)
+}
+
+pub async fn open_cassandra(cfg: &Config) -> anyhow::Result<CassandraStore> {
+    Ok(CassandraStore::connect(cassandra_config(cfg)?).await?)
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SetupCommand {
+    /// Apply schema.cql (keyspace and tables) idempotently.
+    Cassandra,
+}
+
+pub async fn setup(cfg: &Config, cmd: SetupCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SetupCommand::Cassandra => {
+            let c = cassandra_config(cfg)?;
+            ecom_cassandra::apply_schema(&c, ecom_cassandra::SCHEMA_CQL).await?;
+            println!(
+                "schema applied to keyspace {} on {}",
+                c.keyspace,
+                c.contact_points.join(",")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Default projector concurrency: the embedded store gains nothing from it;

@@ -52,6 +52,11 @@ enum Command {
     },
     /// Log entries, checkpoint and lag, parked, rejected and duplicate counts.
     Status(commands::StatusArgs),
+    /// Create what the pipeline needs in external systems, idempotently.
+    Setup {
+        #[command(subcommand)]
+        command: commands::SetupCommand,
+    },
 }
 
 fn init_tracing() {
@@ -97,5 +102,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Rejected { command } => commands::rejected(&cfg, command).await,
         Command::Log { command } => commands::log(&cfg, command).await,
         Command::Status(args) => commands::status(&cfg, &args).await,
+        Command::Setup { command } => commands::setup(&cfg, command).await,
     }
 }
