@@ -169,3 +169,63 @@ fn dlq_reprocess_joins_parked_payments_whose_order_exists() {
         assert_eq!(parked[0].attempts, 2, "a failed attempt is counted");
     });
 }
+
+#[test]
+fn projector_pauses_while_the_store_is_unavailable_and_resumes_by_itself() {
+    use ecom_log::{Incoming, Log, LogOptions};
+    use ecom_projector::{Projector, ProjectorOptions, ProjectorState};
+    use ecom_proptests::FailAfter;
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(&dir.path().join("log"), LogOptions::default()).unwrap();
+        let msgs = [order("o", 1, 21, "Shipped"), payment("p", 2, 21)];
+        log.append(msgs.iter().cloned().map(Incoming::Valid).collect())
+            .await
+            .unwrap();
+        // The store is down from the start.
+        let store = Arc::new(FailAfter::new(SledStore::temporary().unwrap(), 0));
+        let projector = Arc::new(Projector::new(
+            log.clone(),
+            Applier::new(store.clone()),
+            ProjectorOptions {
+                min_backoff: Duration::from_millis(5),
+                max_backoff: Duration::from_millis(20),
+                ..Default::default()
+            },
+        ));
+        let cancel = CancellationToken::new();
+        let task = {
+            let (p, c) = (projector.clone(), cancel.clone());
+            tokio::spawn(async move { p.catch_up(&c).await })
+        };
+        // Bounded wait until it reports the pause.
+        let mut paused = false;
+        for _ in 0..500 {
+            if matches!(projector.status().state, ProjectorState::Paused { .. }) {
+                paused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(paused, "a retryable store error pauses the projector");
+        assert_eq!(
+            log.checkpoint(),
+            0,
+            "nothing is checkpointed while the store is down"
+        );
+        // Ingestion goes on meanwhile.
+        log.append(vec![Incoming::Valid(order("o2", 3, 22, "Pending"))])
+            .await
+            .unwrap();
+        store.refill(u64::MAX);
+        task.await.unwrap().unwrap();
+        assert_eq!(projector.status().state, ProjectorState::Running);
+        assert_eq!(log.checkpoint(), log.next_seq());
+        let mut all = msgs.to_vec();
+        all.push(order("o2", 3, 22, "Pending"));
+        assert_store_is(&store.inner, &expected(&published(&all))).await;
+    });
+}
