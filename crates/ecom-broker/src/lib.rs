@@ -66,6 +66,9 @@ struct Subscription {
 
 struct Inner {
     rng: Rng,
+    /// Distinguishes this broker's message ids from another run's, like
+    /// Pub/Sub's ids are unique across publishers and time.
+    incarnation: i64,
     next_id: u64,
     next_ack: u64,
     last_publish_us: i64,
@@ -94,6 +97,7 @@ impl Broker {
         Arc::new(Broker {
             inner: Mutex::new(Inner {
                 rng: Rng::new(cfg.seed),
+                incarnation: now_us(),
                 next_id: 1,
                 next_ack: 1,
                 last_publish_us: 0,
@@ -117,7 +121,7 @@ impl Broker {
         let publish_time_us = now_us().max(g.last_publish_us + 1);
         g.last_publish_us = publish_time_us;
         let msg = RawMessage {
-            message_id: format!("emb-{id:012}"),
+            message_id: format!("emb-{:x}-{id:09}", g.incarnation),
             topic,
             publish_time_us,
             data,
