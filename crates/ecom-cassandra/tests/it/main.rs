@@ -9,5 +9,4 @@ mod config;
 mod facts;
 mod outcome;
 mod parked;
-mod reference;
 mod throughput;
