@@ -84,10 +84,19 @@ pub async fn open_cassandra(cfg: &Config) -> anyhow::Result<CassandraStore> {
 pub enum SetupCommand {
     /// Apply schema.cql (keyspace and tables) idempotently.
     Cassandra,
+    /// Create the topics (orders_data, payments_data, dlq_payments_data,
+    /// duplicate_orders) and subscriptions (orders_data-sub,
+    /// payments_data-sub); what exists already is fine.
+    Pubsub,
 }
 
-pub async fn setup(cfg: &Config, cmd: SetupCommand) -> anyhow::Result<ExitCode> {
+pub async fn setup(
+    cfg: &Config,
+    cmd: SetupCommand,
+    pubsub: &crate::pubsub::PubSubArgs,
+) -> anyhow::Result<ExitCode> {
     match cmd {
+        SetupCommand::Pubsub => return crate::pubsub::setup(pubsub).await,
         SetupCommand::Cassandra => {
             let c = cassandra_config(cfg)?;
             ecom_cassandra::apply_schema(&c, ecom_cassandra::SCHEMA_CQL).await?;

@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod demo;
 mod instance;
+mod pubsub;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ use crate::config::{Config, GlobalArgs};
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
+    #[command(flatten)]
+    pubsub: pubsub::PubSubArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,12 +60,17 @@ enum Command {
         #[command(subcommand)]
         command: commands::SetupCommand,
     },
+    /// Publish traffic shaped like today's producers to Pub/Sub.
+    Produce {
+        #[command(subcommand)]
+        command: pubsub::ProduceCommand,
+    },
 }
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("ECOM_LOG").unwrap_or_else(|_| EnvFilter::new("warn,ecom=info"));
+    let filter = EnvFilter::try_from_env("ECOM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,ecom_pipeline=info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -95,13 +103,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let cfg = Config::resolve(&cli.global)?;
     match cli.command {
         Command::Demo(args) => commands::demo(&cfg, &args).await,
-        Command::Run(args) => run::run(&cfg, &args).await,
+        Command::Run(args) => run::run(&cfg, &args, &cli.pubsub).await,
         Command::Replay(args) => commands::replay(&cfg, &args).await,
         Command::Verify(args) => commands::verify(&cfg, &args).await,
         Command::Dlq { command } => commands::dlq(&cfg, command).await,
         Command::Rejected { command } => commands::rejected(&cfg, command).await,
         Command::Log { command } => commands::log(&cfg, command).await,
         Command::Status(args) => commands::status(&cfg, &args).await,
-        Command::Setup { command } => commands::setup(&cfg, command).await,
+        Command::Setup { command } => commands::setup(&cfg, command, &cli.pubsub).await,
+        Command::Produce { command } => pubsub::produce(&cli.pubsub, command).await,
     }
 }

@@ -22,11 +22,16 @@ use crate::commands::{
 };
 use crate::config::Config;
 use crate::instance::Instance;
+use crate::pubsub::PubSubArgs;
+use ecom_pubsub::PubSubConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {
     /// The in-process broker (default); `--orders` feeds it.
     Embedded,
+    /// Google Cloud Pub/Sub (or the emulator at PUBSUB_EMULATOR_HOST):
+    /// streaming pull on orders_data-sub and payments_data-sub.
+    Pubsub,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -45,17 +50,33 @@ pub struct RunArgs {
     /// received is projected (e.g. "5s").
     #[arg(long, value_parser = humantime::parse_duration)]
     pub stop_after_idle: Option<Duration>,
+    /// Pub/Sub source: do not publish parked payments to dlq_payments_data
+    /// and recorded conflicts to duplicate_orders.
+    #[arg(long)]
+    pub no_notifications: bool,
 }
 
-pub async fn run(cfg: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(cfg: &Config, args: &RunArgs, pubsub: &PubSubArgs) -> anyhow::Result<ExitCode> {
+    let pubsub = match args.source {
+        SourceKind::Pubsub => Some(pubsub.config()?),
+        SourceKind::Embedded => None,
+    };
     // The log first: its lock names the pid of a pipeline already running.
     let log = open_log(&cfg.log_dir)?;
-    with_store!(cfg, |store| run_with(cfg, args, log, store).await)
+    with_store!(cfg, |store| run_with(
+        cfg,
+        args,
+        pubsub.as_ref(),
+        log,
+        store
+    )
+    .await)
 }
 
 async fn run_with<S: FactStore>(
     cfg: &Config,
     args: &RunArgs,
+    pubsub: Option<&PubSubConfig>,
     log: ecom_log::Log,
     store: Arc<S>,
 ) -> anyhow::Result<ExitCode> {
@@ -65,9 +86,34 @@ async fn run_with<S: FactStore>(
         concurrency: projector_concurrency(cfg),
         ..Default::default()
     };
-    let (instance, tx) = Instance::start(log, store.clone(), popts, None, &cancel);
-    let source = match args.source {
-        SourceKind::Embedded => {
+    let notifier_cancel = CancellationToken::new();
+    let (notify_tx, notifier) = match pubsub {
+        Some(pcfg) if !args.no_notifications => {
+            let (ntx, nrx) = tokio::sync::mpsc::unbounded_channel();
+            let pcfg = pcfg.clone();
+            let c = notifier_cancel.clone();
+            let task = tokio::spawn(async move { ecom_pubsub::run_notifier(&pcfg, nrx, c).await });
+            (Some(ntx), Some(task))
+        }
+        _ => (None, None),
+    };
+    let (instance, tx) = Instance::start(log, store.clone(), popts, notify_tx, &cancel);
+    let source_counters = Arc::new(ecom_pubsub::SourceCounters::default());
+    let source: tokio::task::JoinHandle<anyhow::Result<()>> = match pubsub {
+        Some(pcfg) => {
+            let pcfg = pcfg.clone();
+            let c = cancel.clone();
+            let counters = source_counters.clone();
+            tokio::spawn(async move {
+                let r = ecom_pubsub::run_source(&pcfg, tx, counters, c.clone()).await;
+                if r.is_err() {
+                    // A permanent source error stops the whole pipeline cleanly.
+                    c.cancel();
+                }
+                r.map_err(anyhow::Error::from)
+            })
+        }
+        None => {
             let broker = Broker::new(BrokerConfig {
                 seed: args.seed,
                 ..Default::default()
@@ -75,13 +121,11 @@ async fn run_with<S: FactStore>(
             for p in generate(&WorkloadSpec::demo(args.orders, args.seed)) {
                 broker.publish(p.topic, p.data);
             }
-            tokio::spawn(run_source(
-                broker,
-                tx,
-                500,
-                Duration::from_millis(5),
-                cancel.clone(),
-            ))
+            let source = run_source(broker, tx, 500, Duration::from_millis(5), cancel.clone());
+            tokio::spawn(async move {
+                source.await;
+                Ok(())
+            })
         }
     };
     tracing::info!(log_dir = %cfg.log_dir.display(), store = ?cfg.store, "pipeline running; SIGINT/SIGTERM stops it cleanly");
@@ -90,6 +134,8 @@ async fn run_with<S: FactStore>(
     let started = std::time::Instant::now();
     let status_path = cfg.log_dir.join("status.json");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks = 0u64;
+    let mut last_counts = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -99,7 +145,11 @@ async fn run_with<S: FactStore>(
             cancel.cancel();
             break;
         }
-        let report = live_status(&instance, store.as_ref()).await;
+        // Store counts are full scans (Cassandra): refresh them every 10 s,
+        // not every second, so status does not compete with projection.
+        let with_counts = ticks.is_multiple_of(10);
+        ticks += 1;
+        let report = live_status(&instance, store.as_ref(), with_counts, &mut last_counts).await;
         if let Ok(text) = serde_json::to_string_pretty(&report) {
             // Write-then-rename so a reader never sees half a file.
             let tmp = status_path.with_extension("json.tmp");
@@ -126,30 +176,67 @@ async fn run_with<S: FactStore>(
             }
         }
     }
-    source.await?;
+    let source_result = source.await?;
     let projector = instance.projector.clone();
     let counters = instance.counters.clone();
     let log = instance.shutdown().await?;
+    // The projector stopped, so nothing more will be queued: let the
+    // notifier drain and flush what is.
+    notifier_cancel.cancel();
+    if let Some(task) = notifier {
+        match task.await? {
+            Ok(stats) => tracing::info!(?stats, "notifications published"),
+            Err(e) => {
+                tracing::warn!(error = %e, "some notifications were not published; the store holds them (dlq list)")
+            }
+        }
+    }
     signals.abort();
     let mut report = status_from_log(&log);
     add_store_counts(&mut report, store.as_ref()).await.ok();
     report.projector = serde_json::to_value(projector.status()).ok();
     report.ingest = serde_json::to_value(counters.snapshot()).ok();
     let _ = std::fs::write(&status_path, serde_json::to_string_pretty(&report)?);
-    tracing::info!(
-        checkpoint = report.checkpoint,
-        lag = report.lag,
-        "pipeline stopped cleanly"
+    if pubsub.is_some() {
+        let s = source_counters.snapshot();
+        tracing::info!(?s, "pub/sub source stopped");
+    }
+    source_result?;
+    let applied = projector.status().stats.events;
+    let secs = started.elapsed().as_secs_f64();
+    let ingest = counters.snapshot();
+    println!(
+        "stopped cleanly: {} delivered, {} appended, {} events projected in {:.2}s ({:.0} events/s); checkpoint {} (lag {})",
+        ingest.delivered,
+        ingest.appended,
+        applied,
+        secs,
+        applied as f64 / secs.max(1e-9),
+        report.checkpoint,
+        report.lag
     );
     Ok(ExitCode::SUCCESS)
 }
 
-async fn live_status<S: FactStore>(instance: &Instance<S>, store: &S) -> StatusReport {
+async fn live_status<S: FactStore>(
+    instance: &Instance<S>,
+    store: &S,
+    refresh_counts: bool,
+    last: &mut Option<StatusReport>,
+) -> StatusReport {
     let mut r = status_from_log(&instance.log);
     r.source = "running pipeline".into();
     r.running_pid = Some(std::process::id());
-    if let Err(e) = add_store_counts(&mut r, store).await {
-        tracing::debug!(error = %e, "store counts unavailable for status");
+    if refresh_counts {
+        match add_store_counts(&mut r, store).await {
+            Ok(()) => *last = Some(r.clone()),
+            Err(e) => tracing::debug!(error = %e, "store counts unavailable for status"),
+        }
+    } else if let Some(prev) = last {
+        r.orders_in_store = prev.orders_in_store;
+        r.payments_joined = prev.payments_joined;
+        r.parked_payments = prev.parked_payments;
+        r.duplicates_audited = prev.duplicates_audited;
     }
     r.projector = serde_json::to_value(instance.projector.status()).ok();
     r.ingest = serde_json::to_value(instance.counters.snapshot()).ok();

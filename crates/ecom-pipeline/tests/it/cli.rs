@@ -2,7 +2,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-fn bin() -> Command {
+pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ecom-pipeline"));
     c.env("ECOM_LOG", "warn");
     for v in [
@@ -16,7 +16,7 @@ fn bin() -> Command {
     c
 }
 
-fn run(args: &[&str]) -> Output {
+pub fn run(args: &[&str]) -> Output {
     let out = bin().args(args).output().expect("run ecom-pipeline");
     eprintln!(
         "$ ecom-pipeline {}\n{}{}",
@@ -27,7 +27,7 @@ fn run(args: &[&str]) -> Output {
     out
 }
 
-fn json(out: &Output) -> serde_json::Value {
+pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("stdout is one JSON value")
 }
 
