@@ -72,6 +72,7 @@
 
 mod config;
 mod error;
+mod lazy;
 pub mod outcome;
 mod rows;
 mod schema;
@@ -84,6 +85,7 @@ pub use config::{
     validate_keyspace,
 };
 pub use error::{CassandraError, is_transient, outcome_unknown};
+pub use lazy::LazyCassandraStore;
 pub use schema::{SCHEMA_CQL, apply_schema, drop_keyspace, schema_statements};
 pub use scylla::statement::{Consistency, SerialConsistency};
 pub use store::CassandraStore;

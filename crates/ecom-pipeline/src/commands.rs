@@ -29,7 +29,6 @@ macro_rules! with_store {
         }
     };
 }
-pub(crate) use with_store;
 
 pub fn open_embedded(cfg: &Config) -> anyhow::Result<SledStore> {
     std::fs::create_dir_all(&cfg.store_dir).with_context(|| {

@@ -17,10 +17,13 @@ use ecom_projector::ProjectorOptions;
 use ecom_store::FactStore;
 use tokio_util::sync::CancellationToken;
 
+use ecom_cassandra::LazyCassandraStore;
+
 use crate::commands::{
-    StatusReport, add_store_counts, open_log, projector_concurrency, status_from_log, with_store,
+    StatusReport, add_store_counts, cassandra_config, open_embedded, open_log,
+    projector_concurrency, status_from_log,
 };
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::instance::Instance;
 use crate::pubsub::PubSubArgs;
 use ecom_pubsub::PubSubConfig;
@@ -63,14 +66,18 @@ pub async fn run(cfg: &Config, args: &RunArgs, pubsub: &PubSubArgs) -> anyhow::R
     };
     // The log first: its lock names the pid of a pipeline already running.
     let log = open_log(&cfg.log_dir)?;
-    with_store!(cfg, |store| run_with(
-        cfg,
-        args,
-        pubsub.as_ref(),
-        log,
-        store
-    )
-    .await)
+    match cfg.store {
+        StoreKind::Embedded => {
+            let store = Arc::new(open_embedded(cfg)?);
+            run_with(cfg, args, pubsub.as_ref(), log, store).await
+        }
+        // Connect lazily: Cassandra being down must not stop ingestion; the
+        // projector pauses until it answers.
+        StoreKind::Cassandra => {
+            let store = Arc::new(LazyCassandraStore::new(cassandra_config(cfg)?));
+            run_with(cfg, args, pubsub.as_ref(), log, store).await
+        }
+    }
 }
 
 async fn run_with<S: FactStore>(
