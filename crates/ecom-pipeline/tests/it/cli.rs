@@ -1,5 +1,5 @@
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 pub fn bin() -> Command {
@@ -25,6 +25,50 @@ pub fn run(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Starts `ecom-pipeline run ...` in the background.
+pub fn spawn_run(args: &[&str]) -> Child {
+    bin()
+        .arg("run")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ecom-pipeline run")
+}
+
+/// Waits (bounded, about 20 s) until the running pipeline's status file
+/// satisfies `ready`.
+pub fn wait_for_status(log_dir: &Path, ready: impl Fn(&serde_json::Value) -> bool) {
+    let file = log_dir.join("status.json");
+    for _ in 0..400 {
+        let status = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        if status.as_ref().is_some_and(&ready) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "the pipeline did not reach the expected status in {}",
+        file.display()
+    );
+}
+
+/// Sends SIGTERM and asserts a clean (zero) exit.
+pub fn sigterm_and_expect_clean_exit(mut child: Child) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "SIGTERM is a clean shutdown: {exit:?}");
 }
 
 pub fn json(out: &Output) -> serde_json::Value {
@@ -143,28 +187,9 @@ fn run_then_status_verify_replay_and_rejected_agree() {
 fn sigterm_stops_cleanly_and_a_second_owner_is_refused_with_the_pid() {
     let tmp = tempfile::tempdir().unwrap();
     let (log, store) = dirs(tmp.path());
-    let mut child = bin()
-        .args([
-            "run",
-            "--orders",
-            "3000",
-            "--log-dir",
-            &log,
-            "--store-dir",
-            &store,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait (bounded) for it to take the log and publish its first status.
-    let status_file = tmp.path().join("log").join("status.json");
-    for _ in 0..200 {
-        if status_file.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = spawn_run(&["--orders", "3000", "--log-dir", &log, "--store-dir", &store]);
+    // It has taken the log once it publishes its first status.
+    wait_for_status(&tmp.path().join("log"), |_| true);
     let second = run(&["run", "--log-dir", &log, "--store-dir", &store]);
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
@@ -182,16 +207,7 @@ fn sigterm_stops_cleanly_and_a_second_owner_is_refused_with_the_pid() {
     ]));
     assert_eq!(live["running_pid"], child.id());
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let exit = child.wait().unwrap();
-    assert!(exit.success(), "SIGTERM is a clean shutdown: {exit:?}");
+    sigterm_and_expect_clean_exit(child);
     // Nothing acknowledged was lost: the log verifies, and once the
     // projector resumes from its checkpoint the store equals the log's fold.
     assert!(run(&["log", "verify", "--log-dir", &log]).status.success());

@@ -2,11 +2,9 @@
 //! produce, run --source pubsub, SIGTERM in the middle, resume.
 //! Needs PUBSUB_EMULATOR_HOST; fails instead of skipping in CI.
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
-use super::cli::{bin, json, run};
+use super::cli::{json, run, sigterm_and_expect_clean_exit, spawn_run, wait_for_status};
 
 fn emulator() -> Option<String> {
     match std::env::var("PUBSUB_EMULATOR_HOST") {
@@ -69,47 +67,21 @@ fn sigterm_in_the_middle_of_a_pubsub_run_loses_nothing() {
     ]));
     assert_eq!(payments["published"], 3030);
 
-    let mut child = bin()
-        .args([
-            "run",
-            "--source",
-            "pubsub",
-            "--project",
-            &project,
-            "--log-dir",
-            &log,
-            "--store-dir",
-            &store,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    // Wait (bounded) until the run has made some progress, then stop it.
-    let status_file = tmp.path().join("log").join("status.json");
-    for _ in 0..400 {
-        let entries = std::fs::read_to_string(&status_file)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["log_entries"].as_u64())
-            .unwrap_or(0);
-        if entries > 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(
-        child.wait().unwrap().success(),
-        "SIGTERM is a clean shutdown"
-    );
+    let child = spawn_run(&[
+        "--source",
+        "pubsub",
+        "--project",
+        &project,
+        "--log-dir",
+        &log,
+        "--store-dir",
+        &store,
+    ]);
+    // Stop it once it has made some progress.
+    wait_for_status(&tmp.path().join("log"), |s| {
+        s["log_entries"].as_u64().unwrap_or(0) > 0
+    });
+    sigterm_and_expect_clean_exit(child);
 
     // Resume: whatever was not acknowledged comes back; the log dedups it.
     let resumed = with(&["run", "--source", "pubsub", "--stop-after-idle", "3s"]);
