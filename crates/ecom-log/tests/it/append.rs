@@ -1,6 +1,6 @@
 use ecom_log::{AppendOutcome, LogError};
 
-use crate::support::{message, open, valid, valid_batch};
+use crate::support::{message, message_ids, open, valid, valid_batch};
 
 #[tokio::test]
 async fn append_returns_sequence_numbers_in_order_and_reads_back_in_order() {
@@ -53,12 +53,7 @@ async fn entries_survive_reopen_and_sequence_numbers_continue() {
     assert_eq!(log.next_seq(), 3);
     let outcome = log.append(vec![valid("m-3")]).await.unwrap();
     assert_eq!(outcome, [AppendOutcome::Appended(3)]);
-    let ids: Vec<String> = log
-        .read_from(0, 10)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.message.message_id)
-        .collect();
+    let ids = message_ids(&log);
     assert_eq!(ids, ["m-0", "m-1", "m-2", "m-3"]);
     let stats = log.stats();
     assert_eq!((stats.entries, stats.next_seq), (4, 4));

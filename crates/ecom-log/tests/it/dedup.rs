@@ -1,7 +1,7 @@
 use ecom_log::AppendOutcome::{Appended, Duplicate, Quarantined};
 use ecom_log::Incoming;
 
-use crate::support::{message, open, valid};
+use crate::support::{message, message_ids, open, valid};
 
 #[tokio::test]
 async fn transport_duplicate_is_not_appended_and_is_counted() {
@@ -49,12 +49,7 @@ async fn transport_duplicate_is_not_appended_and_is_counted() {
         .unwrap();
     assert_eq!(outcomes, [Duplicate, Duplicate, Appended(3)]);
     assert_eq!(log.stats().duplicates_message_id, 6);
-    let ids: Vec<String> = log
-        .read_from(0, 10)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.message.message_id)
-        .collect();
+    let ids = message_ids(&log);
     assert_eq!(ids, ["a", "b", "c", "d"], "each id stored once");
     assert!(log.verify().unwrap().is_ok());
 }

@@ -1,7 +1,7 @@
 use ecom_log::AppendOutcome::{Appended, Quarantined};
 use ecom_log::Incoming;
 
-use crate::support::{message, open, valid};
+use crate::support::{message, message_ids, open, valid};
 
 #[tokio::test]
 async fn rejected_messages_are_quarantined_with_reason_and_raw_bytes() {
@@ -38,12 +38,7 @@ async fn rejected_messages_are_quarantined_with_reason_and_raw_bytes() {
 
     let stats = log.stats();
     assert_eq!((stats.entries, stats.rejected), (2, 2));
-    let ids: Vec<String> = log
-        .read_from(0, 10)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.message.message_id)
-        .collect();
+    let ids = message_ids(&log);
     assert_eq!(
         ids,
         ["ok-1", "ok-2"],

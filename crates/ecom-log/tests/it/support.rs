@@ -55,3 +55,12 @@ pub fn with_raw_db(dir: &Path, f: impl FnOnce(&sled::Db)) {
     f(&db);
     db.flush().expect("raw sled flush");
 }
+
+/// The message ids of the first entries, in sequence order.
+pub fn message_ids(log: &Log) -> Vec<String> {
+    log.read_from(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message.message_id)
+        .collect()
+}
