@@ -11,16 +11,22 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ecom_core::{
-    Entry, FactRow, FinalState, Fingerprint, Kind, Model, OrderVersion, PaymentVersion, Provenance,
-    RawMessage, Topic, decode,
-};
+use ecom_core::{FinalState, Model, RawMessage, Topic, decode};
 use ecom_ingest::classify;
 use ecom_log::{Log, LogOptions};
 use ecom_projector::{Applier, Projector, ProjectorOptions, replay};
-use ecom_store::{Cas, FactStore, Parked, Result, StoreCounts, StoreError, snapshot};
+use ecom_store::{FactStore, Op, Result, StoreError, forward_fact_store, snapshot};
 use proptest::prelude::*;
 use tokio_util::sync::CancellationToken;
+
+/// Cases per property: `ECOM_PROPTEST_CASES`, default 256 (the README's
+/// test command). The long mode runs `ECOM_PROPTEST_CASES=5000`.
+pub fn cases() -> u32 {
+    std::env::var("ECOM_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
 
 /// A message as a producer published it (before any redelivery).
 #[derive(Debug, Clone)]
@@ -265,8 +271,11 @@ pub async fn assert_replay_rebuilds<S: FactStore>(logs: &[Log], fresh: &S, expec
 }
 
 /// A store wrapper that yields to the scheduler a seeded-random number of
-/// times (0–3) before every operation, so concurrent instances interleave at
-/// every step of the protocol, in orders that vary from case to case.
+/// times before every operation, so concurrent instances interleave at every
+/// step of the protocol, in orders that vary from case to case. Most pauses
+/// are short (0–3 yields); some are long enough (up to a few hundred yields)
+/// for another instance to run whole protocol steps, several conditional
+/// writes and their view writes, inside this one's window.
 pub struct Yielding<S> {
     pub inner: S,
     rng: std::sync::Mutex<ecom_core::workload::Rng>,
@@ -281,7 +290,14 @@ impl<S> Yielding<S> {
     }
 
     async fn shuffle(&self) {
-        let n = self.rng.lock().expect("rng lock").below(4);
+        let n = {
+            let mut rng = self.rng.lock().expect("rng lock");
+            match rng.below(20) {
+                0 => 100 + rng.below(200),
+                1..=5 => 4 + rng.below(40),
+                _ => rng.below(4),
+            }
+        };
         for _ in 0..n {
             tokio::task::yield_now().await;
         }
@@ -290,10 +306,15 @@ impl<S> Yielding<S> {
 
 /// A store wrapper that fails every operation with `Unavailable` once a
 /// budget is spent: a crash (or outage) at an arbitrary point of the
-/// protocol, between any two conditional writes.
+/// protocol, between any two store operations. A failed view write or
+/// conditional write never reaches the store, so this is the crash *before*
+/// the operation; [`FailAfter::after`] makes the operation reach the store
+/// and then fail (the crash after it, before its result is seen).
 pub struct FailAfter<S> {
     pub inner: S,
     pub budget: AtomicU64,
+    /// Apply the failing operation before failing.
+    pub after: std::sync::atomic::AtomicBool,
 }
 
 impl<S> FailAfter<S> {
@@ -301,48 +322,93 @@ impl<S> FailAfter<S> {
         FailAfter {
             inner,
             budget: AtomicU64::new(budget),
+            after: std::sync::atomic::AtomicBool::new(false),
         }
     }
     pub fn refill(&self, budget: u64) {
         self.budget.store(budget, Ordering::SeqCst);
     }
-    fn spend(&self) -> Result<()> {
+    /// Whether the failing operation lands before its error is returned.
+    pub fn fail_after_applying(&self, yes: bool) {
+        self.after.store(yes, Ordering::SeqCst);
+    }
+    fn spend(&self) -> bool {
         let left = self.budget.load(Ordering::SeqCst);
         if left == 0 {
-            return Err(StoreError::Unavailable("injected failure".into()));
+            return false;
         }
         self.budget.store(left - 1, Ordering::SeqCst);
-        Ok(())
+        true
     }
 }
 
-macro_rules! delegate_store {
-    ($ty:ident, $self:ident, $before:expr, $inner:expr) => {
-        impl<S: FactStore> FactStore for $ty<S> {
-            async fn read_fact(&$self, order_id: i64) -> Result<Option<FactRow>> { $before; $inner.read_fact(order_id).await }
-            async fn insert_fact(&$self, o: &OrderVersion) -> Result<Cas<FactRow>> { $before; $inner.insert_fact(o).await }
-            async fn replace_order(&$self, e: &Provenance, o: &OrderVersion) -> Result<Cas<FactRow>> { $before; $inner.replace_order(e, o).await }
-            async fn replace_payment(&$self, e: Option<&Provenance>, p: &PaymentVersion) -> Result<Cas<FactRow>> { $before; $inner.replace_payment(e, p).await }
-            async fn read_audit(&$self, k: i64, kind: Kind, fp: Fingerprint) -> Result<Option<Entry>> { $before; $inner.read_audit(k, kind, fp).await }
-            async fn insert_audit(&$self, e: &Entry) -> Result<Cas<Entry>> { $before; $inner.insert_audit(e).await }
-            async fn replace_audit(&$self, x: &Provenance, e: &Entry) -> Result<Cas<Entry>> { $before; $inner.replace_audit(x, e).await }
-            async fn delete_audit(&$self, k: i64, kind: Kind, fp: Fingerprint, x: &Provenance) -> Result<Cas<Entry>> { $before; $inner.delete_audit(k, kind, fp, x).await }
-            async fn parked_for(&$self, k: i64) -> Result<Vec<Parked>> { $before; $inner.parked_for(k).await }
-            async fn insert_parked(&$self, p: &Parked) -> Result<Cas<Parked>> { $before; $inner.insert_parked(p).await }
-            async fn replace_parked(&$self, x: &Provenance, p: &Parked) -> Result<Cas<Parked>> { $before; $inner.replace_parked(x, p).await }
-            async fn touch_parked(&$self, k: i64, fp: Fingerprint, a: i32) -> Result<()> { $before; $inner.touch_parked(k, fp, a).await }
-            async fn delete_parked(&$self, k: i64, fp: Fingerprint) -> Result<()> { $before; $inner.delete_parked(k, fp).await }
-            async fn scan_facts(&$self) -> Result<Vec<FactRow>> { $inner.scan_facts().await }
-            async fn scan_audit(&$self) -> Result<Vec<Entry>> { $inner.scan_audit().await }
-            async fn scan_parked(&$self) -> Result<Vec<Parked>> { $inner.scan_parked().await }
-            async fn counts(&$self) -> Result<StoreCounts> { $inner.counts().await }
-            async fn is_empty(&$self) -> Result<bool> { $inner.is_empty().await }
-            async fn truncate(&$self) -> Result<()> { $inner.truncate().await }
-            async fn put_final(&$self, f: &[FactRow], a: &[Entry], p: &[Parked]) -> Result<()> { $before; $inner.put_final(f, a, p).await }
-            async fn flush(&$self) -> Result<()> { $before; $inner.flush().await }
-        }
-    };
+fn injected() -> StoreError {
+    StoreError::Unavailable("injected failure".into())
 }
 
-delegate_store!(Yielding, self, self.shuffle().await, self.inner);
-delegate_store!(FailAfter, self, self.spend()?, self.inner);
+impl<S: FactStore> FailAfter<S> {
+    async fn gate<T>(&self, op: Op, f: impl Future<Output = Result<T>>) -> Result<T> {
+        if matches!(op, Op::Scan) || self.spend() {
+            return f.await;
+        }
+        if self.after.load(Ordering::SeqCst) && !matches!(op, Op::ReadState) {
+            let _ = f.await;
+        }
+        Err(injected())
+    }
+}
+
+forward_fact_store!(impl [S: FactStore] for Yielding<S>, to self.inner, |self, op, call| {
+    if !matches!(op, Op::Scan) {
+        self.shuffle().await;
+    }
+    call.await
+});
+forward_fact_store!(impl [S: FactStore] for FailAfter<S>, to self.inner, |self, op, call| {
+    self.gate(op, call).await
+});
+
+/// Counts store operations by kind: how many conditional writes (Paxos
+/// rounds in Cassandra) and reads a workload costs. Counts are deterministic
+/// for a given workload; no timing involved.
+#[derive(Default)]
+pub struct Counting<S> {
+    pub inner: S,
+    pub reads: AtomicU64,
+    pub conditional_writes: AtomicU64,
+    pub view_writes: AtomicU64,
+}
+
+impl<S> Counting<S> {
+    pub fn new(inner: S) -> Self {
+        Counting {
+            inner,
+            reads: AtomicU64::new(0),
+            conditional_writes: AtomicU64::new(0),
+            view_writes: AtomicU64::new(0),
+        }
+    }
+
+    /// (reads, conditional writes) so far, and resets them.
+    pub fn take(&self) -> (u64, u64) {
+        (
+            self.reads.swap(0, Ordering::SeqCst),
+            self.conditional_writes.swap(0, Ordering::SeqCst),
+        )
+    }
+
+    fn count(&self, op: Op) {
+        let c = match op {
+            Op::ReadState => &self.reads,
+            Op::InsertState | Op::UpdateState => &self.conditional_writes,
+            Op::WriteViews => &self.view_writes,
+            _ => return,
+        };
+        c.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+forward_fact_store!(impl [S: FactStore] for Counting<S>, to self.inner, |self, op, call| {
+    self.count(op);
+    call.await
+});

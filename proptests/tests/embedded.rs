@@ -14,7 +14,7 @@ fn sled() -> SledStore {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     /// Redeliveries, business duplicates and conflicting versions through
     /// one instance end in the model's state.
@@ -60,6 +60,7 @@ proptest! {
     fn crash_at_any_point_then_resume_ends_in_the_model_state(
         d in published(40).prop_flat_map(|m| (Just(m.clone()), delivery(m, 1))),
         budgets in prop::collection::vec(0u64..40, 1..6),
+        after in prop::collection::vec(any::<bool>(), 6),
     ) {
         let (msgs, delivery) = d;
         block_on(async {
@@ -69,7 +70,10 @@ proptest! {
                 log.append(batch.iter().cloned().map(classify).collect()).await.unwrap();
             }
             let store = Arc::new(FailAfter::new(sled(), budgets[0]));
-            let mut crashes = budgets[1..].iter();
+            // A crash just before the failing operation, or just after it
+            // reached the store (its result lost).
+            store.fail_after_applying(after[0]);
+            let mut crashes = budgets[1..].iter().zip(&after[1..]);
             loop {
                 // A fresh projector each time: nothing survives a crash but
                 // the log (with its checkpoint) and the store.
@@ -86,7 +90,13 @@ proptest! {
                 if !crashed {
                     break;
                 }
-                store.refill(crashes.next().copied().unwrap_or(u64::MAX));
+                match crashes.next() {
+                    Some((budget, after)) => {
+                        store.refill(*budget);
+                        store.fail_after_applying(*after);
+                    }
+                    None => store.refill(u64::MAX),
+                }
             }
             let want = expected(&msgs);
             assert_store_is(&store.inner, &want).await;

@@ -52,7 +52,10 @@ pub enum CassandraError {
     #[error("keyspace `{0}` is missing: run `ecom-pipeline setup cassandra`")]
     KeyspaceMissing(String),
     /// The keyspace exists but some of the tables do not.
-    #[error("keyspace `{keyspace}` lacks table(s) {tables:?}: run `ecom-pipeline setup cassandra`")]
+    #[error(
+        "keyspace `{keyspace}` lacks table(s) {tables:?}: run `ecom-pipeline setup cassandra` \
+         (a keyspace from before `order_state` existed: then rebuild it from the logs with `ecom-pipeline replay --truncate`)"
+    )]
     TablesMissing {
         keyspace: String,
         tables: Vec<String>,

@@ -73,9 +73,10 @@
 mod config;
 mod error;
 mod lazy;
-pub mod outcome;
 mod rows;
 mod schema;
+mod session;
+pub mod statements;
 mod store;
 pub mod testing;
 mod tls;

@@ -12,14 +12,18 @@
 //! denormalized for humans and queries. On reading, content comes from
 //! `payload` and fingerprint/provenance from their columns.
 //!
-//! Prices: serde_json's default float parser is not correctly rounded
-//! (about a third of random `f64`s come back one ulp off), so after decoding a
-//! payload the order's price is re-parsed from the raw number text with
-//! `str::parse::<f64>`, which is exact for the shortest representation
-//! serde_json writes. The facts table stores price as a `double`, exact.
+//! Prices: the workspace enables serde_json's `float_roundtrip`, so a
+//! payload's price decodes to the exact `f64` that was encoded (the default
+//! parser is not correctly rounded). The facts table stores price as a
+//! `double`, exact.
+//!
+//! `order_state`: `revision` and `state`, the [`OrderState`] as JSON with its
+//! format version.
 
+use ecom_core::state::STATE_FORMAT;
 use ecom_core::{
-    Entry, FactRow, Fingerprint, Kind, Order, OrderVersion, Payment, PaymentVersion, Provenance,
+    Entry, FactRow, Fingerprint, Kind, Order, OrderState, OrderVersion, Payment, PaymentVersion,
+    Provenance, StoredState,
 };
 use ecom_store::{Parked, StoreError};
 use scylla::value::CqlTimestamp;
@@ -31,6 +35,7 @@ use crate::error::corrupt;
 pub(crate) const FACTS: &str = "orders_payments_facts";
 pub(crate) const AUDIT: &str = "duplicate_orders";
 pub(crate) const PARKED: &str = "dlq_payments";
+pub(crate) const STATE: &str = "order_state";
 
 /// Order columns of the facts table, in the order of the bind structs.
 pub(crate) const ORDER_COLUMNS: &[&str] = &[
@@ -205,46 +210,33 @@ pub(crate) struct InsertFull<'a> {
     pub payment: PaymentCols<'a>,
 }
 
-/// Expected provenance in an LWT condition.
-#[derive(SerializeRow)]
-pub(crate) struct Expected<'a> {
-    pub expected_message_id: &'a str,
-    pub expected_publish_time_us: i64,
-}
-
-impl<'a> Expected<'a> {
-    pub(crate) fn new(p: &'a Provenance) -> Self {
-        Expected {
-            expected_message_id: &p.message_id,
-            expected_publish_time_us: p.publish_time_us,
+/// A view write's bind values with its `USING TIMESTAMP :ts`.
+macro_rules! timestamped {
+    ($name:ident<'a>, $inner:ty) => {
+        #[derive(SerializeRow)]
+        pub(crate) struct $name<'a> {
+            #[scylla(flatten)]
+            pub cols: $inner,
+            pub ts: i64,
         }
-    }
+    };
+    ($name:ident, $inner:ty) => {
+        #[derive(SerializeRow)]
+        pub(crate) struct $name {
+            #[scylla(flatten)]
+            pub cols: $inner,
+            pub ts: i64,
+        }
+    };
 }
 
-#[derive(SerializeRow)]
-pub(crate) struct ReplaceOrder<'a> {
-    pub order_id: i64,
-    #[scylla(flatten)]
-    pub order: OrderCols<'a>,
-    #[scylla(flatten)]
-    pub expected: Expected<'a>,
-}
-
-#[derive(SerializeRow)]
-pub(crate) struct SetFirstPayment<'a> {
-    pub order_id: i64,
-    #[scylla(flatten)]
-    pub payment: PaymentCols<'a>,
-}
-
-#[derive(SerializeRow)]
-pub(crate) struct ReplacePayment<'a> {
-    pub order_id: i64,
-    #[scylla(flatten)]
-    pub payment: PaymentCols<'a>,
-    #[scylla(flatten)]
-    pub expected: Expected<'a>,
-}
+timestamped!(OrderAt<'a>, InsertOrder<'a>);
+timestamped!(FullAt<'a>, InsertFull<'a>);
+timestamped!(AuditAt<'a>, AuditCols<'a>);
+timestamped!(AuditKeyAt, AuditKey<'static>);
+timestamped!(ParkedAt<'a>, ParkedCols<'a>);
+timestamped!(ParkedKeyAt, ParkedKey);
+timestamped!(ParkedAttemptsAt, ParkedAttempts);
 
 #[derive(SerializeRow)]
 pub(crate) struct AuditKey<'a> {
@@ -295,22 +287,6 @@ impl<'a> AuditCols<'a> {
 }
 
 #[derive(SerializeRow)]
-pub(crate) struct ReplaceAudit<'a> {
-    #[scylla(flatten)]
-    pub cols: AuditCols<'a>,
-    #[scylla(flatten)]
-    pub expected: Expected<'a>,
-}
-
-#[derive(SerializeRow)]
-pub(crate) struct DeleteAudit<'a> {
-    #[scylla(flatten)]
-    pub key: AuditKey<'static>,
-    #[scylla(flatten)]
-    pub expected: Expected<'a>,
-}
-
-#[derive(SerializeRow)]
 pub(crate) struct ParkedKey {
     pub order_id: i64,
     pub fingerprint: i64,
@@ -349,18 +325,72 @@ impl<'a> ParkedCols<'a> {
 }
 
 #[derive(SerializeRow)]
-pub(crate) struct ReplaceParked<'a> {
-    #[scylla(flatten)]
-    pub cols: ParkedCols<'a>,
-    #[scylla(flatten)]
-    pub expected: Expected<'a>,
-}
-
-#[derive(SerializeRow)]
-pub(crate) struct TouchParked {
+pub(crate) struct ParkedAttempts {
     pub order_id: i64,
     pub fingerprint: i64,
     pub attempts: i32,
+}
+
+/// An `order_state` row to insert.
+#[derive(SerializeRow)]
+pub(crate) struct StateCols<'a> {
+    pub order_id: i64,
+    pub revision: i64,
+    pub state: &'a str,
+}
+
+/// An `order_state` update conditional on the revision.
+#[derive(SerializeRow)]
+pub(crate) struct StateUpdate<'a> {
+    pub order_id: i64,
+    pub revision: i64,
+    pub state: &'a str,
+    pub expected_revision: i64,
+}
+
+/// `order_state` as read back (also the columns of a rejected LWT).
+#[derive(DeserializeRow)]
+pub(crate) struct StateRowCols {
+    pub revision: Option<i64>,
+    pub state: Option<String>,
+}
+
+/// Encodes a state for the `state` column: JSON, so an operator can read it
+/// with cqlsh, carrying its format version.
+pub(crate) fn encode_state(state: &OrderState) -> String {
+    to_json(&VersionedState {
+        format: STATE_FORMAT,
+        state: std::borrow::Cow::Borrowed(state),
+    })
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct VersionedState<'a> {
+    format: u32,
+    state: std::borrow::Cow<'a, OrderState>,
+}
+
+pub(crate) fn decode_state(order_id: i64, row: StateRowCols) -> Result<StoredState, StoreError> {
+    let key = format!("order_id={order_id}");
+    let key: &dyn std::fmt::Display = &key;
+    let revision = req(row.revision, STATE, key, "revision")?;
+    let text = req(row.state, STATE, key, "state")?;
+    let v: VersionedState<'static> =
+        serde_json::from_str(&text).map_err(|e| corrupt(STATE, key, format_args!("state: {e}")))?;
+    if v.format != STATE_FORMAT {
+        return Err(corrupt(
+            STATE,
+            key,
+            format_args!(
+                "state format {} is not {STATE_FORMAT}, the one this binary reads",
+                v.format
+            ),
+        ));
+    }
+    Ok(StoredState {
+        revision,
+        state: v.state.into_owned(),
+    })
 }
 
 #[derive(SerializeRow)]
@@ -584,109 +614,10 @@ fn check_order_id(
     }
 }
 
-/// Decodes an order payload with an exactly round-tripped price (see the
-/// module docs).
+/// Decodes an order payload. Prices round-trip exactly: the workspace
+/// enables serde_json's `float_roundtrip`, whose parser is correctly rounded.
 pub(crate) fn order_from_json(payload: &str) -> Result<Order, String> {
-    let mut order: Order = serde_json::from_str(payload).map_err(|e| format!("payload: {e}"))?;
-    let raw = top_level_number(payload, "price").ok_or("payload: no numeric price")?;
-    order.price = raw
-        .parse::<f64>()
-        .map_err(|e| format!("payload: price {raw:?}: {e}"))?;
-    Ok(order)
-}
-
-/// The raw text of the number stored under `key` in the top-level JSON
-/// object `json`, if any. Assumes `json` is valid JSON (serde_json has
-/// already parsed it).
-fn top_level_number<'a>(json: &'a str, key: &str) -> Option<&'a str> {
-    let b = json.as_bytes();
-    let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'{') {
-        return None;
-    }
-    i += 1;
-    loop {
-        i = skip_ws(b, i);
-        if b.get(i) != Some(&b'"') {
-            return None; // '}' (end) or malformed
-        }
-        let key_end = skip_string(b, i)?;
-        let this_key = &json[i + 1..key_end - 1];
-        i = skip_ws(b, key_end);
-        if b.get(i) != Some(&b':') {
-            return None;
-        }
-        i = skip_ws(b, i + 1);
-        let value_end = skip_value(b, i)?;
-        if this_key == key {
-            let v = &json[i..value_end];
-            let numeric = v.starts_with(|c: char| c == '-' || c.is_ascii_digit());
-            return numeric.then_some(v);
-        }
-        i = skip_ws(b, value_end);
-        match b.get(i) {
-            Some(b',') => i += 1,
-            _ => return None,
-        }
-    }
-}
-
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
-    }
-    i
-}
-
-/// `b[i]` is an opening quote; returns the index after the closing quote.
-fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
-    i += 1;
-    loop {
-        match b.get(i)? {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
-        }
-    }
-}
-
-/// Returns the index just after the JSON value starting at `b[i]`.
-fn skip_value(b: &[u8], i: usize) -> Option<usize> {
-    match b.get(i)? {
-        b'"' => skip_string(b, i),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut j = i;
-            loop {
-                match b.get(j)? {
-                    b'"' => {
-                        j = skip_string(b, j)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(j + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                j += 1;
-            }
-        }
-        _ => {
-            // number, true, false, null
-            let mut j = i;
-            while let Some(c) = b.get(j) {
-                if matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
-                    break;
-                }
-                j += 1;
-            }
-            Some(j)
-        }
-    }
+    serde_json::from_str(payload).map_err(|e| format!("payload: {e}"))
 }
 
 #[cfg(test)]
@@ -737,13 +668,5 @@ mod tests {
             assert_eq!(back.price.to_bits(), p.to_bits(), "{json}");
             assert_eq!(back, o);
         }
-    }
-
-    #[test]
-    fn top_level_number_skips_nested_and_string_values() {
-        let json = r#"{"a":{"price":1,"b":[1,{"c":"}"}]},"s":"\"price\":2","price" : -1.5e3 }"#;
-        assert_eq!(top_level_number(json, "price"), Some("-1.5e3"));
-        assert_eq!(top_level_number(r#"{"price":null}"#, "price"), None);
-        assert_eq!(top_level_number(r#"{"x":1}"#, "price"), None);
     }
 }

@@ -101,7 +101,7 @@ fn push_statement(out: &mut Vec<String>, s: &str) {
 /// the validated keyspace identifier.
 pub async fn apply_schema(cfg: &CassandraConfig, schema_text: &str) -> Result<(), CassandraError> {
     let statements = schema_statements(schema_text, &cfg.keyspace)?;
-    let session = crate::store::open_session(cfg).await?;
+    let session = crate::session::open_session(cfg).await?;
     for text in statements {
         tracing::debug!(statement = %text, "applying schema statement");
         let mut st = Statement::new(text.clone());
@@ -123,7 +123,7 @@ pub async fn apply_schema(cfg: &CassandraConfig, schema_text: &str) -> Result<()
 /// Drops `cfg.keyspace` and everything in it. For tests and tooling only.
 pub async fn drop_keyspace(cfg: &CassandraConfig) -> Result<(), CassandraError> {
     validate_keyspace(&cfg.keyspace)?;
-    let session = crate::store::open_session(cfg).await?;
+    let session = crate::session::open_session(cfg).await?;
     let text = format!("DROP KEYSPACE IF EXISTS {}", cfg.keyspace);
     let mut st = Statement::new(text.clone());
     st.set_request_timeout(Some(DDL_TIMEOUT));
@@ -143,15 +143,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn committed_schema_splits_into_keyspace_and_three_tables() {
+    fn committed_schema_splits_into_keyspace_and_four_tables() {
         let st = schema_statements(SCHEMA_CQL, "ecom_test_1").unwrap();
-        assert_eq!(st.len(), 4, "{st:#?}");
+        assert_eq!(st.len(), 5, "{st:#?}");
         assert!(st[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ecom_test_1 WITH replication"));
-        for (s, table) in
-            st[1..]
-                .iter()
-                .zip(["orders_payments_facts", "duplicate_orders", "dlq_payments"])
-        {
+        for (s, table) in st[1..].iter().zip([
+            "order_state",
+            "orders_payments_facts",
+            "duplicate_orders",
+            "dlq_payments",
+        ]) {
             assert!(
                 s.starts_with(&format!("CREATE TABLE IF NOT EXISTS ecom_test_1.{table} (")),
                 "{s}"

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod event;
 pub mod model;
 pub mod rule;
+pub mod state;
 pub mod workload;
 
 pub use decode::{Rejection, decode};
@@ -21,3 +22,7 @@ pub use event::{
 };
 pub use model::{FinalState, Model};
 pub use rule::{Decision, decide};
+pub use state::{
+    ApplyStats, OrderState, ParkedPayment, PendingView, Plan, Rank, StoredState, ViewWrite,
+    pending_writes, plan, touch_ts, view_ts,
+};

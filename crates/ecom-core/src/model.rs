@@ -95,7 +95,9 @@ type Versions<T> = BTreeMap<i64, BTreeMap<Fingerprint, Versioned<T>>>;
 /// Folds events in any order; the result depends only on the set of events.
 #[derive(Debug, Default, Clone)]
 pub struct Model {
-    seen: HashSet<String>,
+    /// Transport dedup key: Pub/Sub message ids are unique within a topic,
+    /// not across topics, and each kind comes from its own topic.
+    seen: HashSet<(Kind, String)>,
     orders: Versions<crate::event::Order>,
     payments: Versions<crate::event::Payment>,
 }
@@ -129,7 +131,14 @@ impl Model {
     /// Adds one event. Returns false for a message id already folded (a
     /// transport duplicate), which changes nothing.
     pub fn apply(&mut self, event: &Event) -> bool {
-        if !self.seen.insert(event.provenance().message_id.clone()) {
+        let kind = match event {
+            Event::Order(_) => Kind::Order,
+            Event::Payment(_) => Kind::Payment,
+        };
+        if !self
+            .seen
+            .insert((kind, event.provenance().message_id.clone()))
+        {
             return false;
         }
         match event {
@@ -142,6 +151,60 @@ impl Model {
     /// Number of distinct message ids folded.
     pub fn messages(&self) -> usize {
         self.seen.len()
+    }
+
+    /// The `order_state` rows that stand for this model's final state, one
+    /// per `order_id`, as the projector would have left them (see
+    /// [`crate::state`]). `now_ms` becomes the parking time of parked
+    /// payments.
+    pub fn states(&self, now_ms: i64) -> Vec<(i64, crate::state::OrderState)> {
+        let empty = BTreeMap::new();
+        let ids: std::collections::BTreeSet<i64> = self
+            .orders
+            .keys()
+            .chain(self.payments.keys())
+            .copied()
+            .collect();
+        ids.into_iter()
+            .map(|id| {
+                let orders = self.orders.get(&id).unwrap_or(&empty);
+                let payments = self.payments.get(&id);
+                let orders: BTreeMap<_, _> = orders.iter().map(|(k, v)| (*k, v.clone())).collect();
+                let payments: BTreeMap<_, _> = payments
+                    .map(|m| m.iter().map(|(k, v)| (*k, v.clone())).collect())
+                    .unwrap_or_default();
+                (
+                    id,
+                    crate::state::state_from_versions(&orders, &payments, now_ms),
+                )
+            })
+            .collect()
+    }
+
+    /// The audit entries of one `order_id` in the final state.
+    pub fn audit_entries(&self, order_id: i64) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let Some(orders) = self.orders.get(&order_id) else {
+            return out;
+        };
+        let Some(order) = winner(orders) else {
+            return out;
+        };
+        for v in orders.values() {
+            if v.fingerprint != order.fingerprint {
+                out.push(Entry::Order(v.clone()));
+            }
+        }
+        if let Some(ps) = self.payments.get(&order_id)
+            && let Some(w) = winner(ps)
+        {
+            for v in ps.values() {
+                if v.fingerprint != w.fingerprint {
+                    out.push(Entry::Payment(v.clone()));
+                }
+            }
+        }
+        out
     }
 
     pub fn final_state(&self) -> FinalState {

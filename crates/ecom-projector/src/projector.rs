@@ -7,9 +7,12 @@
 //! [`crate::apply`] is idempotent.
 //!
 //! Within a batch, entries are grouped by `order_id` (everything an entry
-//! touches lives under its order_id) and groups run concurrently up to
-//! `concurrency`, while entries of one order_id keep their log order. This is
-//! what keeps at most one conditional write in flight per order_id.
+//! touches lives under its order_id) and each group is folded into its
+//! order's state and written with one conditional write
+//! ([`Applier::apply_group`]); groups run concurrently up to `concurrency`.
+//! So a batch costs one conditional write per distinct `order_id` in it, at
+//! most one in flight per `order_id`, and an error leaves every group either
+//! applied or not (each group's state moves in one step), never half-way.
 //!
 //! A retryable store error (store unreachable, timeouts) pauses the
 //! projector with exponential backoff; ingestion into the log goes on, and
@@ -26,7 +29,8 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{Applier, ApplyStats};
+use crate::apply::Applier;
+use ecom_core::ApplyStats;
 
 #[derive(Debug, Clone)]
 pub struct ProjectorOptions {
@@ -157,13 +161,7 @@ impl<S: FactStore> Projector<S> {
         let applier = &self.applier;
         let mut results = futures::stream::iter(order.into_iter().map(|k| {
             let events = groups.remove(&k).unwrap_or_default();
-            async move {
-                let mut stats = ApplyStats::default();
-                for event in &events {
-                    stats.add(&applier.apply(event).await?);
-                }
-                Ok::<_, StoreError>(stats)
-            }
+            async move { applier.apply_group(k, &events).await }
         }))
         .buffer_unordered(self.opts.concurrency.max(1));
         while let Some(r) = results.next().await {

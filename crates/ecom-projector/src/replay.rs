@@ -1,17 +1,21 @@
 //! Rebuilding a store from logs, and checking a store against them.
 //!
-//! Live projection pays several conditional round trips per event; replay
-//! does not need them. It folds every entry of every given log into the
+//! Live projection pays one conditional write per `order_id` group; replay
+//! does not need any. It folds every entry of every given log into the
 //! reference [`Model`] in memory (the same function the projector is tested
-//! against), then writes each final row once with unconditional writes into
-//! an empty store. Several instances' logs together rebuild one store: the
-//! model dedups message ids across logs.
+//! against), then writes each `order_state` row and each view row once with
+//! plain writes into an empty store: state rows with a timestamp below any
+//! conditional write's, view rows as the truth at revision 1 (see
+//! [`ecom_core::state`]), so live projection after a replay supersedes both.
+//! Several instances' logs together rebuild one store: the model dedups
+//! message ids (per topic) across logs.
 
 use std::time::Instant;
 
 use ecom_core::{FinalState, Model, decode};
+use ecom_core::{ViewWrite, view_ts};
 use ecom_log::Log;
-use ecom_store::{FactStore, Parked, StoreError, now_ms, snapshot};
+use ecom_store::{FactStore, StoreError, now_ms, snapshot};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,10 @@ pub fn fold_logs(
 }
 
 /// Rebuilds `store` from `logs`. Refuses a non-empty store unless `truncate`.
+///
+/// Every entry of every log is read, checksummed and folded *before* the
+/// store is touched: a damaged entry anywhere fails the replay with the store
+/// as it was, never emptied.
 pub async fn replay<S: FactStore>(
     logs: &[Log],
     store: &S,
@@ -85,34 +93,37 @@ pub async fn replay<S: FactStore>(
     mut progress: impl FnMut(&str, u64),
 ) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
-    if !store.is_empty().await? {
-        if !truncate {
-            return Err(ReplayError::NotEmpty);
-        }
-        store.truncate().await?;
+    let empty = store.is_empty().await?;
+    if !empty && !truncate {
+        return Err(ReplayError::NotEmpty);
     }
     let (model, entries_read, undecodable) = fold_logs(logs, |n| progress("read", n))?;
-    let state = model.final_state();
-    let facts: Vec<_> = state.facts.into_values().collect();
-    let audit: Vec<_> = state.audit.into_values().collect();
-    let now = now_ms();
-    let parked: Vec<_> = state
-        .parked
-        .into_values()
-        .map(|payment| Parked {
-            payment,
-            parked_at_ms: now,
-            attempts: 1,
-        })
-        .collect();
-    const CHUNK: usize = 2048;
-    let mut written = 0u64;
-    for chunk in facts.chunks(CHUNK) {
-        store.put_final(chunk, &[], &[]).await?;
-        written += chunk.len() as u64;
-        progress("write", written);
+    if !empty {
+        store.truncate().await?;
     }
-    store.put_final(&[], &audit, &parked).await?;
+    let now = now_ms();
+    let states = model.states(now);
+    let mut facts_written = 0u64;
+    let mut audit_written = 0u64;
+    let mut parked_written = 0u64;
+    const CHUNK: usize = 2048;
+    let mut done = 0u64;
+    for chunk in states.chunks(CHUNK) {
+        // State rows first: a replay interrupted after them leaves views
+        // that a re-run (or `run`'s repairs) completes, never views without
+        // their state.
+        store.put_states(chunk).await?;
+        let mut views = Vec::new();
+        for (order_id, state) in chunk {
+            let (f, a, p) = final_views(*order_id, state, &model, &mut views)?;
+            facts_written += f;
+            audit_written += a;
+            parked_written += p;
+        }
+        store.write_views(&views).await?;
+        done += chunk.len() as u64;
+        progress("write", done);
+    }
     store.flush().await?;
     // Everything in the logs is in the store now: the checkpoint may move
     // forward (never back) so `run` does not redo it.
@@ -128,12 +139,41 @@ pub async fn replay<S: FactStore>(
         entries_read,
         unique_messages: model.messages() as u64,
         undecodable,
-        facts_written: facts.len() as u64,
-        audit_written: audit.len() as u64,
-        parked_written: parked.len() as u64,
+        facts_written,
+        audit_written,
+        parked_written,
         elapsed_s,
         events_per_s: entries_read as f64 / elapsed_s.max(1e-9),
     })
+}
+
+/// The view rows of one replayed `order_id` at revision 1, with payloads
+/// from the model (which keeps every losing version's best message).
+fn final_views(
+    order_id: i64,
+    state: &ecom_core::OrderState,
+    model: &Model,
+    out: &mut Vec<ViewWrite>,
+) -> Result<(u64, u64, u64), ReplayError> {
+    let ts = view_ts(1);
+    let mut counts = (0, 0, 0);
+    if let Some(row) = state.fact() {
+        out.push(ViewWrite::Fact { row, ts });
+        counts.0 += 1;
+    }
+    for entry in model.audit_entries(order_id) {
+        out.push(ViewWrite::Audit { entry, ts });
+        counts.1 += 1;
+    }
+    for parked in state.parked.values() {
+        out.push(ViewWrite::Parked {
+            parked: parked.clone(),
+            attempts: 1,
+            ts,
+        });
+        counts.2 += 1;
+    }
+    Ok(counts)
 }
 
 #[derive(Debug, Clone, Serialize)]

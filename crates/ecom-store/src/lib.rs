@@ -1,21 +1,32 @@
 //! The narrow interface between the projector and wherever the facts land.
 //!
-//! Every write that can race with another instance is conditional, with the
-//! semantics of a Cassandra lightweight transaction: insert-if-absent, or
-//! update/delete-if a column still holds the value the caller read. A
-//! conditional write reports [`Cas::Applied`] or [`Cas::Rejected`] with the
-//! current value, so the caller re-decides from fresh state. The projector
-//! (ecom-projector) builds the exactly-once protocol from these primitives;
-//! stores only have to make each primitive atomic and linearizable per
-//! `order_id`.
+//! A store has two kinds of tables, and the trait says which is which:
+//!
+//! - **`order_state`**, one row per `order_id` holding an
+//!   [`ecom_core::OrderState`] and its revision, is the only table written
+//!   conditionally: [`FactStore::insert_state`] (insert-if-absent) and
+//!   [`FactStore::update_state`] (replace-if-revision), with the semantics
+//!   of a Cassandra lightweight transaction. Each is atomic and linearizable
+//!   per `order_id`; that is all the exactly-once argument asks of a store.
+//! - **The views** (`orders_payments_facts`, `duplicate_orders`,
+//!   `dlq_payments`) are written only with [`FactStore::write_views`]: plain
+//!   writes, each carrying its own timestamp, where the write with the
+//!   highest timestamp wins whatever the arrival order (Cassandra's cell
+//!   reconciliation; on equal timestamps a deletion wins, then the greater
+//!   value). The projector chooses the timestamps from the state's revision
+//!   (see [`ecom_core::state`]).
+//!
+//! Reads of `order_state` need not be linearizable: a read only feeds a plan
+//! that the conditional write validates. Nothing reads the views to decide
+//! anything.
 //!
 //! Two implementations exist: [`sled_store::SledStore`] (embedded, the
-//! default, CAS over sled trees) and ecom-cassandra's store (LWTs).
+//! default) and ecom-cassandra's store.
 
 use std::future::Future;
 
-use ecom_core::{
-    Entry, FactRow, FinalState, Fingerprint, Kind, OrderVersion, PaymentVersion, Provenance,
+pub use ecom_core::{
+    Entry, FactRow, FinalState, OrderState, PaymentVersion, StoredState, ViewWrite,
 };
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +38,8 @@ pub use sled_store::SledStore;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cas<T> {
     Applied,
-    /// The condition did not hold; carries what the store holds now.
+    /// The condition did not hold; carries what the store holds now when
+    /// the store returned it (`None`: the caller re-reads).
     Rejected(Option<T>),
 }
 
@@ -90,97 +102,47 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The conditional-write interface of a fact store.
-///
-/// All reads of single keys must be linearizable with the conditional writes
-/// (Cassandra: SERIAL/LOCAL_SERIAL reads), because the join relies on
-/// write-then-check.
+/// The interface of a fact store: a conditionally written state table and
+/// three timestamped views (see the module docs).
 pub trait FactStore: Send + Sync + 'static {
-    // --- orders_payments_facts ---------------------------------------------
-    fn read_fact(&self, order_id: i64) -> impl Future<Output = Result<Option<FactRow>>> + Send;
-    /// Insert a row with the order's columns and no payment, if absent.
-    fn insert_fact(
+    // --- order_state ----------------------------------------------------------
+    /// The state row of `order_id`, if any. Need not be linearizable.
+    fn read_state(&self, order_id: i64)
+    -> impl Future<Output = Result<Option<StoredState>>> + Send;
+    /// Inserts `state` at revision 1 iff `order_id` has no state row.
+    /// Rejected carries the current row when the store returns it.
+    fn insert_state(
         &self,
-        order: &OrderVersion,
-    ) -> impl Future<Output = Result<Cas<FactRow>>> + Send;
-    /// Replace the order columns iff the row's order provenance is `expected`.
-    /// Never touches the payment columns.
-    fn replace_order(
+        order_id: i64,
+        state: &OrderState,
+    ) -> impl Future<Output = Result<Cas<StoredState>>> + Send;
+    /// Replaces the row iff its revision is `expected_revision`; the new row
+    /// has revision `expected_revision + 1`.
+    fn update_state(
         &self,
-        expected: &Provenance,
-        order: &OrderVersion,
-    ) -> impl Future<Output = Result<Cas<FactRow>>> + Send;
-    /// Replace the payment columns iff the row exists and its payment
-    /// provenance is `expected` (`None`: no payment yet).
-    fn replace_payment(
-        &self,
-        expected: Option<&Provenance>,
-        payment: &PaymentVersion,
-    ) -> impl Future<Output = Result<Cas<FactRow>>> + Send;
+        order_id: i64,
+        expected_revision: i64,
+        state: &OrderState,
+    ) -> impl Future<Output = Result<Cas<StoredState>>> + Send;
 
-    // --- duplicate_orders ----------------------------------------------------
-    fn read_audit(
-        &self,
-        order_id: i64,
-        kind: Kind,
-        fingerprint: Fingerprint,
-    ) -> impl Future<Output = Result<Option<Entry>>> + Send;
-    fn insert_audit(&self, entry: &Entry) -> impl Future<Output = Result<Cas<Entry>>> + Send;
-    /// Replace the entry iff its provenance is `expected`.
-    fn replace_audit(
-        &self,
-        expected: &Provenance,
-        entry: &Entry,
-    ) -> impl Future<Output = Result<Cas<Entry>>> + Send;
-    /// Delete the entry iff its provenance is `expected`.
-    fn delete_audit(
-        &self,
-        order_id: i64,
-        kind: Kind,
-        fingerprint: Fingerprint,
-        expected: &Provenance,
-    ) -> impl Future<Output = Result<Cas<Entry>>> + Send;
-
-    // --- dlq_payments --------------------------------------------------------
-    fn parked_for(&self, order_id: i64) -> impl Future<Output = Result<Vec<Parked>>> + Send;
-    fn insert_parked(&self, parked: &Parked) -> impl Future<Output = Result<Cas<Parked>>> + Send;
-    /// Replace the parked payment iff its provenance is `expected` (keeps
-    /// `parked_at_ms`/`attempts` from the argument).
-    fn replace_parked(
-        &self,
-        expected: &Provenance,
-        parked: &Parked,
-    ) -> impl Future<Output = Result<Cas<Parked>>> + Send;
-    /// Record one more failed attempt; best effort, not conditional.
-    fn touch_parked(
-        &self,
-        order_id: i64,
-        fingerprint: Fingerprint,
-        attempts: i32,
-    ) -> impl Future<Output = Result<()>> + Send;
-    /// Unconditional: a parked row is stale for good once its order exists.
-    fn delete_parked(
-        &self,
-        order_id: i64,
-        fingerprint: Fingerprint,
-    ) -> impl Future<Output = Result<()>> + Send;
+    // --- views ------------------------------------------------------------------
+    /// Plain timestamped writes to the views; idempotent, any order.
+    fn write_views(&self, writes: &[ViewWrite]) -> impl Future<Output = Result<()>> + Send;
 
     // --- whole-store operations ---------------------------------------------
     fn scan_facts(&self) -> impl Future<Output = Result<Vec<FactRow>>> + Send;
     fn scan_audit(&self) -> impl Future<Output = Result<Vec<Entry>>> + Send;
     fn scan_parked(&self) -> impl Future<Output = Result<Vec<Parked>>> + Send;
     fn counts(&self) -> impl Future<Output = Result<StoreCounts>> + Send;
+    /// No state row and no view row.
     fn is_empty(&self) -> impl Future<Output = Result<bool>> + Send;
-    /// Delete every row of the three tables.
+    /// Delete every row of the four tables.
     fn truncate(&self) -> impl Future<Output = Result<()>> + Send;
-    /// Unconditional bulk writes of final rows, for `replay` into an empty
-    /// store. Not safe against concurrent projection.
-    fn put_final(
-        &self,
-        facts: &[FactRow],
-        audit: &[Entry],
-        parked: &[Parked],
-    ) -> impl Future<Output = Result<()>> + Send;
+    /// Unconditional writes of final state rows at revision 1, for `replay`
+    /// into an empty store, with a timestamp below any conditional write's
+    /// so a later conditional write always supersedes them. Not safe
+    /// against concurrent projection.
+    fn put_states(&self, states: &[(i64, OrderState)]) -> impl Future<Output = Result<()>> + Send;
     /// Make every write so far durable. The projector calls it before it
     /// advances its checkpoint.
     fn flush(&self) -> impl Future<Output = Result<()>> + Send;
@@ -213,4 +175,96 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Which [`FactStore`] method a forwarded call is, for wrappers that act
+/// before forwarding (count, yield, fail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    ReadState,
+    /// A conditional write (one Paxos round in Cassandra).
+    InsertState,
+    /// A conditional write (one Paxos round in Cassandra).
+    UpdateState,
+    WriteViews,
+    /// Scans, counts, `is_empty`: whole-store reads.
+    Scan,
+    /// `truncate`, `put_states`.
+    Admin,
+    Flush,
+}
+
+/// Implements [`FactStore`] for a wrapper by forwarding every method to the
+/// store that `$target` evaluates to. In each method `$self` is the wrapper,
+/// `$op` the method's [`Op`], `$call` the inner call's (not yet polled)
+/// future, and `$body` what to do with it (`$call.await` to just forward);
+/// `$target` may `.await?`. The one place where the trait is forwarded: the
+/// lazy Cassandra store, the binary's store choice and the test wrappers all
+/// use it.
+#[macro_export]
+macro_rules! forward_fact_store {
+    (impl [$($g:tt)*] for $ty:ty, to $target:expr, |$self:ident, $op:ident, $call:ident| $body:expr) => {
+        impl<$($g)*> $crate::FactStore for $ty {
+            async fn read_state(&$self, order_id: i64) -> $crate::Result<Option<$crate::StoredState>> {
+                let $op = $crate::Op::ReadState;
+                let $call = $target.read_state(order_id);
+                $body
+            }
+            async fn insert_state(&$self, order_id: i64, state: &$crate::OrderState) -> $crate::Result<$crate::Cas<$crate::StoredState>> {
+                let $op = $crate::Op::InsertState;
+                let $call = $target.insert_state(order_id, state);
+                $body
+            }
+            async fn update_state(&$self, order_id: i64, expected_revision: i64, state: &$crate::OrderState) -> $crate::Result<$crate::Cas<$crate::StoredState>> {
+                let $op = $crate::Op::UpdateState;
+                let $call = $target.update_state(order_id, expected_revision, state);
+                $body
+            }
+            async fn write_views(&$self, writes: &[$crate::ViewWrite]) -> $crate::Result<()> {
+                let $op = $crate::Op::WriteViews;
+                let $call = $target.write_views(writes);
+                $body
+            }
+            async fn scan_facts(&$self) -> $crate::Result<Vec<$crate::FactRow>> {
+                let $op = $crate::Op::Scan;
+                let $call = $target.scan_facts();
+                $body
+            }
+            async fn scan_audit(&$self) -> $crate::Result<Vec<$crate::Entry>> {
+                let $op = $crate::Op::Scan;
+                let $call = $target.scan_audit();
+                $body
+            }
+            async fn scan_parked(&$self) -> $crate::Result<Vec<$crate::Parked>> {
+                let $op = $crate::Op::Scan;
+                let $call = $target.scan_parked();
+                $body
+            }
+            async fn counts(&$self) -> $crate::Result<$crate::StoreCounts> {
+                let $op = $crate::Op::Scan;
+                let $call = $target.counts();
+                $body
+            }
+            async fn is_empty(&$self) -> $crate::Result<bool> {
+                let $op = $crate::Op::Scan;
+                let $call = $target.is_empty();
+                $body
+            }
+            async fn truncate(&$self) -> $crate::Result<()> {
+                let $op = $crate::Op::Admin;
+                let $call = $target.truncate();
+                $body
+            }
+            async fn put_states(&$self, states: &[(i64, $crate::OrderState)]) -> $crate::Result<()> {
+                let $op = $crate::Op::Admin;
+                let $call = $target.put_states(states);
+                $body
+            }
+            async fn flush(&$self) -> $crate::Result<()> {
+                let $op = $crate::Op::Flush;
+                let $call = $target.flush();
+                $body
+            }
+        }
+    };
 }

@@ -1,16 +1,16 @@
-//! The embedded fact store: three sled trees, with sled's compare-and-swap
-//! giving the same conditional semantics as Cassandra's lightweight
-//! transactions.
+//! The embedded fact store: four sled trees. `order_state` is written with
+//! sled's compare-and-swap, which gives the conditional semantics of a
+//! Cassandra lightweight transaction; the three views keep a timestamp per
+//! row (and per `attempts` cell) and apply Cassandra's last-write-wins rule,
+//! deletions included, so the embedded store reconciles concurrent view
+//! writes exactly as Cassandra does.
 //!
-//! Keys are big-endian so that a scan returns rows in `order_id` order and a
-//! prefix scan returns one order's audit or parked rows. Values are bincode.
-//! Every conditional write is read → check condition → `compare_and_swap`
-//! against the exact bytes read; if another writer got there first the CAS
-//! fails and we re-read, so each call is atomic per key.
+//! Keys are big-endian so that a scan returns rows in `order_id` order.
+//! Values are bincode.
 
 use std::path::Path;
 
-use ecom_core::{Entry, FactRow, Fingerprint, Kind, OrderVersion, PaymentVersion, Provenance};
+use ecom_core::{Entry, FactRow, Fingerprint, Kind, OrderState, StoredState, ViewWrite};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -21,6 +21,7 @@ use crate::{Cas, FactStore, Parked, Result, StoreCounts, StoreError};
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
+    state: sled::Tree,
     facts: sled::Tree,
     audit: sled::Tree,
     parked: sled::Tree,
@@ -64,11 +65,35 @@ fn parked_key(order_id: i64, fp: Fingerprint) -> Vec<u8> {
     k
 }
 
-/// What a conditional update wants to do with the current value.
-enum Step<T> {
-    Write(T),
-    Delete,
-    Reject,
+/// A view row with its write timestamp; `None` is a deletion (kept, so a
+/// late older write cannot resurrect the row, as a Cassandra tombstone).
+#[derive(Serialize, serde::Deserialize)]
+struct Cell<T> {
+    ts: i64,
+    value: Option<T>,
+}
+
+/// A `dlq_payments` row: the `attempts` column has its own timestamp, as a
+/// Cassandra cell does.
+#[derive(Serialize, serde::Deserialize)]
+struct ParkedCell {
+    ts: i64,
+    value: Option<Parked>,
+    attempts_ts: i64,
+}
+
+/// Whether a write at `ts` with `bytes` (None: a deletion) wins over the
+/// cell at `cur_ts` holding `cur`: Cassandra's rule (higher timestamp; on a
+/// tie a deletion, then the greater value).
+fn wins(ts: i64, bytes: Option<&[u8]>, cur_ts: i64, cur: Option<&[u8]>) -> bool {
+    if ts != cur_ts {
+        return ts > cur_ts;
+    }
+    match (bytes, cur) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => a > b,
+    }
 }
 
 impl SledStore {
@@ -93,6 +118,7 @@ impl SledStore {
 
     fn from_db(db: sled::Db) -> Result<Self> {
         Ok(SledStore {
+            state: db.open_tree("order_state").map_err(other)?,
             facts: db.open_tree("orders_payments_facts").map_err(other)?,
             audit: db.open_tree("duplicate_orders").map_err(other)?,
             parked: db.open_tree("dlq_payments").map_err(other)?,
@@ -100,233 +126,267 @@ impl SledStore {
         })
     }
 
-    /// Read-modify-CAS loop on one key: `f` sees the current value and decides.
-    fn update<T: Serialize + DeserializeOwned + Clone>(
+    fn get_state(&self, order_id: i64) -> Result<Option<(sled::IVec, StoredState)>> {
+        let key = fact_key(order_id);
+        let Some(bytes) = self.state.get(key).map_err(other)? else {
+            return Ok(None);
+        };
+        let (revision, state): (i64, OrderState) = decode("order_state", &key, &bytes)?;
+        Ok(Some((bytes, StoredState { revision, state })))
+    }
+
+    /// Last-write-wins update of one view key.
+    fn lww<T: Serialize + DeserializeOwned>(
         tree: &sled::Tree,
         table: &str,
         key: &[u8],
-        mut f: impl FnMut(Option<&T>) -> Step<T>,
-    ) -> Result<Cas<T>> {
+        ts: i64,
+        value: Option<&T>,
+    ) -> Result<()> {
+        let new_value = value.map(encode);
         loop {
-            let old_bytes = tree.get(key).map_err(other)?;
-            let old: Option<T> = old_bytes
-                .as_ref()
-                .map(|b| decode(table, key, b))
-                .transpose()?;
-            let new_bytes = match f(old.as_ref()) {
-                Step::Reject => return Ok(Cas::Rejected(old)),
-                Step::Write(v) => Some(encode(&v)),
-                Step::Delete => None,
-            };
-            match tree
-                .compare_and_swap(key, old_bytes, new_bytes)
+            let old = tree.get(key).map_err(other)?;
+            if let Some(old) = &old {
+                let cur: Cell<T> = decode(table, key, old)?;
+                let cur_value = cur.value.as_ref().map(encode);
+                if !wins(ts, new_value.as_deref(), cur.ts, cur_value.as_deref()) {
+                    return Ok(());
+                }
+            }
+            let cell = encode(&Cell { ts, value });
+            if tree
+                .compare_and_swap(key, old, Some(cell))
                 .map_err(other)?
+                .is_ok()
             {
-                Ok(()) => return Ok(Cas::Applied),
-                Err(_) => continue, // another writer won the race: re-read and re-decide
+                return Ok(());
             }
         }
     }
 
-    fn get<T: DeserializeOwned>(tree: &sled::Tree, table: &str, key: &[u8]) -> Result<Option<T>> {
-        tree.get(key)
-            .map_err(other)?
-            .map(|b| decode(table, key, &b))
-            .transpose()
+    /// Last-write-wins update of one `dlq_payments` key; `attempts` alone
+    /// when `only_attempts`.
+    fn lww_parked(&self, key: &[u8], ts: i64, write: ParkedWrite<'_>) -> Result<()> {
+        const TABLE: &str = "dlq_payments";
+        loop {
+            let old = self.parked.get(key).map_err(other)?;
+            let cur: Option<ParkedCell> =
+                old.as_ref().map(|b| decode(TABLE, key, b)).transpose()?;
+            let next = match (&write, cur) {
+                (ParkedWrite::Row(p), None) => ParkedCell {
+                    ts,
+                    value: Some((*p).clone()),
+                    attempts_ts: ts,
+                },
+                (ParkedWrite::Delete, None) => ParkedCell {
+                    ts,
+                    value: None,
+                    attempts_ts: ts,
+                },
+                (ParkedWrite::Attempts(_), None) => return Ok(()),
+                (ParkedWrite::Row(p), Some(cur)) => {
+                    let a = encode(&p.payment);
+                    let b = cur.value.as_ref().map(|v| encode(&v.payment));
+                    if !wins(ts, Some(&a), cur.ts, b.as_deref()) {
+                        return Ok(());
+                    }
+                    let mut value = (*p).clone();
+                    let mut attempts_ts = ts;
+                    if cur.attempts_ts > ts
+                        && let Some(v) = &cur.value
+                    {
+                        value.attempts = v.attempts;
+                        attempts_ts = cur.attempts_ts;
+                    }
+                    ParkedCell {
+                        ts,
+                        value: Some(value),
+                        attempts_ts,
+                    }
+                }
+                (ParkedWrite::Delete, Some(cur)) => {
+                    if ts < cur.ts && ts < cur.attempts_ts {
+                        return Ok(());
+                    }
+                    if ts < cur.ts {
+                        // The row is newer than the deletion; it stays.
+                        return Ok(());
+                    }
+                    ParkedCell {
+                        ts,
+                        value: None,
+                        attempts_ts: cur.attempts_ts.max(ts),
+                    }
+                }
+                (ParkedWrite::Attempts(n), Some(cur)) => {
+                    let Some(mut v) = cur.value else {
+                        return Ok(());
+                    };
+                    if ts <= cur.attempts_ts {
+                        return Ok(());
+                    }
+                    v.attempts = *n;
+                    ParkedCell {
+                        ts: cur.ts,
+                        value: Some(v),
+                        attempts_ts: ts,
+                    }
+                }
+            };
+            if self
+                .parked
+                .compare_and_swap(key, old, Some(encode(&next)))
+                .map_err(other)?
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
     }
 
-    fn scan<T: DeserializeOwned>(tree: &sled::Tree, table: &str, prefix: &[u8]) -> Result<Vec<T>> {
-        tree.scan_prefix(prefix)
-            .map(|kv| {
-                let (k, v) = kv.map_err(other)?;
-                decode(table, &k, &v)
-            })
-            .collect()
+    fn scan_live<T: DeserializeOwned>(tree: &sled::Tree, table: &str) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for kv in tree.iter() {
+            let (k, v) = kv.map_err(other)?;
+            let cell: Cell<T> = decode(table, &k, &v)?;
+            out.extend(cell.value);
+        }
+        Ok(out)
     }
 }
 
+enum ParkedWrite<'a> {
+    Row(&'a Parked),
+    Delete,
+    Attempts(i32),
+}
+
 impl FactStore for SledStore {
-    async fn read_fact(&self, order_id: i64) -> Result<Option<FactRow>> {
-        Self::get(&self.facts, "orders_payments_facts", &fact_key(order_id))
+    async fn read_state(&self, order_id: i64) -> Result<Option<StoredState>> {
+        Ok(self.get_state(order_id)?.map(|(_, s)| s))
     }
 
-    async fn insert_fact(&self, order: &OrderVersion) -> Result<Cas<FactRow>> {
-        Self::update(
-            &self.facts,
-            "orders_payments_facts",
-            &fact_key(order.content.order_id),
-            |cur: Option<&FactRow>| match cur {
-                Some(_) => Step::Reject,
-                None => Step::Write(FactRow {
-                    order: order.clone(),
-                    payment: None,
-                }),
-            },
-        )
+    async fn insert_state(&self, order_id: i64, state: &OrderState) -> Result<Cas<StoredState>> {
+        let key = fact_key(order_id);
+        let new = encode(&(1i64, state));
+        match self
+            .state
+            .compare_and_swap(key, None as Option<&[u8]>, Some(new))
+            .map_err(other)?
+        {
+            Ok(()) => Ok(Cas::Applied),
+            Err(_) => Ok(Cas::Rejected(self.get_state(order_id)?.map(|(_, s)| s))),
+        }
     }
 
-    async fn replace_order(
-        &self,
-        expected: &Provenance,
-        order: &OrderVersion,
-    ) -> Result<Cas<FactRow>> {
-        Self::update(
-            &self.facts,
-            "orders_payments_facts",
-            &fact_key(order.content.order_id),
-            |cur: Option<&FactRow>| match cur {
-                Some(row) if &row.order.provenance == expected => Step::Write(FactRow {
-                    order: order.clone(),
-                    payment: row.payment.clone(),
-                }),
-                _ => Step::Reject,
-            },
-        )
-    }
-
-    async fn replace_payment(
-        &self,
-        expected: Option<&Provenance>,
-        payment: &PaymentVersion,
-    ) -> Result<Cas<FactRow>> {
-        Self::update(
-            &self.facts,
-            "orders_payments_facts",
-            &fact_key(payment.content.order_id),
-            |cur: Option<&FactRow>| match cur {
-                Some(row) if row.payment.as_ref().map(|p| &p.provenance) == expected => {
-                    Step::Write(FactRow {
-                        order: row.order.clone(),
-                        payment: Some(payment.clone()),
-                    })
-                }
-                _ => Step::Reject,
-            },
-        )
-    }
-
-    async fn read_audit(
+    async fn update_state(
         &self,
         order_id: i64,
-        kind: Kind,
-        fp: Fingerprint,
-    ) -> Result<Option<Entry>> {
-        Self::get(
-            &self.audit,
-            "duplicate_orders",
-            &audit_key(order_id, kind, fp),
-        )
+        expected_revision: i64,
+        state: &OrderState,
+    ) -> Result<Cas<StoredState>> {
+        let key = fact_key(order_id);
+        loop {
+            let Some((bytes, cur)) = self.get_state(order_id)? else {
+                return Ok(Cas::Rejected(None));
+            };
+            if cur.revision != expected_revision {
+                return Ok(Cas::Rejected(Some(cur)));
+            }
+            let new = encode(&(expected_revision + 1, state));
+            if self
+                .state
+                .compare_and_swap(key, Some(bytes), Some(new))
+                .map_err(other)?
+                .is_ok()
+            {
+                return Ok(Cas::Applied);
+            }
+        }
     }
 
-    async fn insert_audit(&self, entry: &Entry) -> Result<Cas<Entry>> {
-        let key = audit_key(entry.order_id(), entry.kind(), entry.fingerprint());
-        Self::update(
-            &self.audit,
-            "duplicate_orders",
-            &key,
-            |cur: Option<&Entry>| match cur {
-                Some(_) => Step::Reject,
-                None => Step::Write(entry.clone()),
-            },
-        )
-    }
-
-    async fn replace_audit(&self, expected: &Provenance, entry: &Entry) -> Result<Cas<Entry>> {
-        let key = audit_key(entry.order_id(), entry.kind(), entry.fingerprint());
-        Self::update(
-            &self.audit,
-            "duplicate_orders",
-            &key,
-            |cur: Option<&Entry>| match cur {
-                Some(e) if e.provenance() == expected => Step::Write(entry.clone()),
-                _ => Step::Reject,
-            },
-        )
-    }
-
-    async fn delete_audit(
-        &self,
-        order_id: i64,
-        kind: Kind,
-        fp: Fingerprint,
-        expected: &Provenance,
-    ) -> Result<Cas<Entry>> {
-        let key = audit_key(order_id, kind, fp);
-        Self::update(
-            &self.audit,
-            "duplicate_orders",
-            &key,
-            |cur: Option<&Entry>| match cur {
-                Some(e) if e.provenance() == expected => Step::Delete,
-                _ => Step::Reject,
-            },
-        )
-    }
-
-    async fn parked_for(&self, order_id: i64) -> Result<Vec<Parked>> {
-        Self::scan(&self.parked, "dlq_payments", &fact_key(order_id))
-    }
-
-    async fn insert_parked(&self, parked: &Parked) -> Result<Cas<Parked>> {
-        let key = parked_key(parked.order_id(), parked.payment.fingerprint);
-        Self::update(
-            &self.parked,
-            "dlq_payments",
-            &key,
-            |cur: Option<&Parked>| match cur {
-                Some(_) => Step::Reject,
-                None => Step::Write(parked.clone()),
-            },
-        )
-    }
-
-    async fn replace_parked(&self, expected: &Provenance, parked: &Parked) -> Result<Cas<Parked>> {
-        let key = parked_key(parked.order_id(), parked.payment.fingerprint);
-        Self::update(
-            &self.parked,
-            "dlq_payments",
-            &key,
-            |cur: Option<&Parked>| match cur {
-                Some(p) if &p.payment.provenance == expected => Step::Write(parked.clone()),
-                _ => Step::Reject,
-            },
-        )
-    }
-
-    async fn touch_parked(&self, order_id: i64, fp: Fingerprint, attempts: i32) -> Result<()> {
-        let key = parked_key(order_id, fp);
-        Self::update(
-            &self.parked,
-            "dlq_payments",
-            &key,
-            |cur: Option<&Parked>| match cur {
-                Some(p) => Step::Write(Parked {
+    async fn write_views(&self, writes: &[ViewWrite]) -> Result<()> {
+        for w in writes {
+            match w {
+                ViewWrite::Fact { row, ts } => Self::lww(
+                    &self.facts,
+                    "orders_payments_facts",
+                    &fact_key(row.order_id()),
+                    *ts,
+                    Some(row),
+                )?,
+                ViewWrite::Audit { entry, ts } => Self::lww(
+                    &self.audit,
+                    "duplicate_orders",
+                    &audit_key(entry.order_id(), entry.kind(), entry.fingerprint()),
+                    *ts,
+                    Some(entry),
+                )?,
+                ViewWrite::AuditDelete {
+                    order_id,
+                    kind,
+                    fingerprint,
+                    ts,
+                } => Self::lww::<Entry>(
+                    &self.audit,
+                    "duplicate_orders",
+                    &audit_key(*order_id, *kind, *fingerprint),
+                    *ts,
+                    None,
+                )?,
+                ViewWrite::Parked {
+                    parked,
                     attempts,
-                    ..p.clone()
-                }),
-                None => Step::Reject,
-            },
-        )?;
-        Ok(())
-    }
-
-    async fn delete_parked(&self, order_id: i64, fp: Fingerprint) -> Result<()> {
-        self.parked
-            .remove(parked_key(order_id, fp))
-            .map_err(other)?;
+                    ts,
+                } => {
+                    let p = Parked {
+                        payment: parked.payment.clone(),
+                        parked_at_ms: parked.parked_at_ms,
+                        attempts: *attempts,
+                    };
+                    let key = parked_key(p.order_id(), p.payment.fingerprint);
+                    self.lww_parked(&key, *ts, ParkedWrite::Row(&p))?
+                }
+                ViewWrite::ParkedDelete {
+                    order_id,
+                    fingerprint,
+                    ts,
+                } => self.lww_parked(
+                    &parked_key(*order_id, *fingerprint),
+                    *ts,
+                    ParkedWrite::Delete,
+                )?,
+                ViewWrite::ParkedAttempts {
+                    order_id,
+                    fingerprint,
+                    attempts,
+                    ts,
+                } => self.lww_parked(
+                    &parked_key(*order_id, *fingerprint),
+                    *ts,
+                    ParkedWrite::Attempts(*attempts),
+                )?,
+            }
+        }
         Ok(())
     }
 
     async fn scan_facts(&self) -> Result<Vec<FactRow>> {
-        Self::scan(&self.facts, "orders_payments_facts", &[])
+        Self::scan_live(&self.facts, "orders_payments_facts")
     }
 
     async fn scan_audit(&self) -> Result<Vec<Entry>> {
-        Self::scan(&self.audit, "duplicate_orders", &[])
+        Self::scan_live(&self.audit, "duplicate_orders")
     }
 
     async fn scan_parked(&self) -> Result<Vec<Parked>> {
-        Self::scan(&self.parked, "dlq_payments", &[])
+        let mut out = Vec::new();
+        for kv in self.parked.iter() {
+            let (k, v) = kv.map_err(other)?;
+            let cell: ParkedCell = decode("dlq_payments", &k, &v)?;
+            out.extend(cell.value);
+        }
+        Ok(out)
     }
 
     async fn counts(&self) -> Result<StoreCounts> {
@@ -334,43 +394,32 @@ impl FactStore for SledStore {
         Ok(StoreCounts {
             facts: facts.len() as u64,
             payments_joined: facts.iter().filter(|r| r.payment.is_some()).count() as u64,
-            audit: self.audit.len() as u64,
-            parked: self.parked.len() as u64,
+            audit: self.scan_audit().await?.len() as u64,
+            parked: self.scan_parked().await?.len() as u64,
         })
     }
 
     async fn is_empty(&self) -> Result<bool> {
-        Ok(self.facts.is_empty() && self.audit.is_empty() && self.parked.is_empty())
+        Ok(self.state.is_empty()
+            && self.facts.is_empty()
+            && self.audit.is_empty()
+            && self.parked.is_empty())
     }
 
     async fn truncate(&self) -> Result<()> {
-        for tree in [&self.facts, &self.audit, &self.parked] {
+        for tree in [&self.state, &self.facts, &self.audit, &self.parked] {
             tree.clear().map_err(other)?;
         }
         self.db.flush_async().await.map_err(other)?;
         Ok(())
     }
 
-    async fn put_final(&self, facts: &[FactRow], audit: &[Entry], parked: &[Parked]) -> Result<()> {
+    async fn put_states(&self, states: &[(i64, OrderState)]) -> Result<()> {
         let mut batch = sled::Batch::default();
-        for row in facts {
-            batch.insert(&fact_key(row.order_id()), encode(row));
+        for (order_id, state) in states {
+            batch.insert(&fact_key(*order_id), encode(&(1i64, state)));
         }
-        self.facts.apply_batch(batch).map_err(other)?;
-        let mut batch = sled::Batch::default();
-        for e in audit {
-            batch.insert(
-                audit_key(e.order_id(), e.kind(), e.fingerprint()),
-                encode(e),
-            );
-        }
-        self.audit.apply_batch(batch).map_err(other)?;
-        let mut batch = sled::Batch::default();
-        for p in parked {
-            batch.insert(parked_key(p.order_id(), p.payment.fingerprint), encode(p));
-        }
-        self.parked.apply_batch(batch).map_err(other)?;
-        Ok(())
+        self.state.apply_batch(batch).map_err(other)
     }
 
     async fn flush(&self) -> Result<()> {

@@ -1,5 +1,8 @@
 use ecom_cassandra::testing::with_fresh_store;
-use ecom_core::{Entry, FactRow, Kind, OrderVersion, PaymentVersion, Provenance};
+use ecom_core::{
+    Entry, FactRow, Kind, OrderState, OrderVersion, ParkedPayment, PaymentVersion, ViewWrite,
+    view_ts,
+};
 use ecom_store::{FactStore, Parked, SledStore, StoreCounts, snapshot};
 
 use crate::common::*;
@@ -113,13 +116,36 @@ fn sled_order_audit(v: &mut [Entry]) {
     });
 }
 
+/// The view writes of `awkward_data` at timestamp `ts`.
+fn awkward_views(ts: i64) -> Vec<ViewWrite> {
+    let (facts, audit, parked) = awkward_data();
+    let mut w: Vec<ViewWrite> = facts
+        .into_iter()
+        .map(|row| ViewWrite::Fact { row, ts })
+        .collect();
+    w.extend(
+        audit
+            .into_iter()
+            .map(|entry| ViewWrite::Audit { entry, ts }),
+    );
+    w.extend(parked.into_iter().map(|p| ViewWrite::Parked {
+        parked: ParkedPayment {
+            payment: p.payment,
+            parked_at_ms: p.parked_at_ms,
+        },
+        attempts: p.attempts,
+        ts,
+    }));
+    w
+}
+
 #[tokio::test]
-async fn scan_and_put_final_round_trip_exact_values() {
+async fn view_writes_round_trip_exact_values() {
     init_tracing();
     with_fresh_store(|store| async move {
         let (facts, audit, parked) = awkward_data();
         assert!(store.is_empty().await.unwrap());
-        store.put_final(&facts, &audit, &parked).await.unwrap();
+        store.write_views(&awkward_views(view_ts(1))).await.unwrap();
         assert!(!store.is_empty().await.unwrap());
 
         let mut want_facts = facts.clone();
@@ -133,27 +159,10 @@ async fn scan_and_put_final_round_trip_exact_values() {
             );
         }
         assert_eq!(got, want_facts);
-        for row in &facts {
-            assert_eq!(
-                store.read_fact(row.order_id()).await.unwrap().as_ref(),
-                Some(row)
-            );
-        }
 
         let mut want_audit = audit.clone();
         sled_order_audit(&mut want_audit);
-        let got_audit = store.scan_audit().await.unwrap();
-        for (g, w) in got_audit.iter().zip(&want_audit) {
-            assert_eq!(g, w);
-        }
-        assert_eq!(got_audit, want_audit);
-        for e in &audit {
-            let got = store
-                .read_audit(e.order_id(), e.kind(), e.fingerprint())
-                .await
-                .unwrap();
-            assert_eq!(got.as_ref(), Some(e));
-        }
+        assert_eq!(store.scan_audit().await.unwrap(), want_audit);
 
         let mut want_parked = parked.clone();
         want_parked.sort_by_key(|p| (p.order_id(), p.payment.fingerprint.0 as u64));
@@ -161,7 +170,10 @@ async fn scan_and_put_final_round_trip_exact_values() {
 
         // Identical to the embedded store (sled's keys and order).
         let reference = SledStore::temporary().unwrap();
-        reference.put_final(&facts, &audit, &parked).await.unwrap();
+        reference
+            .write_views(&awkward_views(view_ts(1)))
+            .await
+            .unwrap();
         assert_same_contents(&store, &reference).await;
         assert_eq!(
             store.counts().await.unwrap(),
@@ -180,34 +192,36 @@ async fn scan_and_put_final_round_trip_exact_values() {
 async fn truncate_empties_all_tables() {
     init_tracing();
     with_fresh_store(|store| async move {
-        let (facts, audit, parked) = awkward_data();
-        store.put_final(&facts, &audit, &parked).await.unwrap();
+        store.write_views(&awkward_views(view_ts(1))).await.unwrap();
+        store.insert_state(1, &OrderState::default()).await.unwrap();
         assert!(!store.is_empty().await.unwrap());
         store.truncate().await.unwrap();
         assert!(store.is_empty().await.unwrap());
         assert_eq!(store.counts().await.unwrap(), StoreCounts::default());
-        assert!(store.scan_facts().await.unwrap().is_empty());
+        assert!(store.read_state(1).await.unwrap().is_none());
         // Usable afterwards.
-        assert!(store.insert_fact(&facts[0].order).await.unwrap().applied());
-        store.flush().await.unwrap();
-        assert_eq!(store.counts().await.unwrap().facts, 1);
+        assert!(
+            store
+                .insert_state(1, &OrderState::default())
+                .await
+                .unwrap()
+                .applied()
+        );
     })
     .await;
 }
 
-/// A deterministic random sequence of every primitive, run against this
-/// store and the embedded sled store: every result must be identical.
+/// A deterministic random sequence of every primitive (conditional state
+/// writes with right and wrong revisions; view writes and deletions with
+/// timestamps out of order, repeated, and tied with deletions), run against
+/// this store and the embedded sled store: every result and the final
+/// contents must be identical. This is what lets the property tests run
+/// against sled and speak for Cassandra.
 #[tokio::test]
 async fn same_results_as_sled_store() {
     init_tracing();
     with_fresh_store(|store| async move {
         same_results_as(&store, SledStore::temporary().unwrap()).await;
-        let (facts, audit, parked) = awkward_data();
-        store.truncate().await.unwrap();
-        let sled = SledStore::temporary().unwrap();
-        store.put_final(&facts, &audit, &parked).await.unwrap();
-        sled.put_final(&facts, &audit, &parked).await.unwrap();
-        assert_same_contents(&store, &sled).await;
     })
     .await;
 }
@@ -239,155 +253,147 @@ async fn assert_same_contents(store: &impl FactStore, reference: &impl FactStore
     );
 }
 
-/// Runs one deterministic random sequence of every primitive against both
-/// stores; every result must be identical.
 async fn same_results_as(store: &impl FactStore, reference: impl FactStore) {
-    {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        let ids = [1i64, 2, 3];
-        // Versions per order_id: two contents × three deliveries.
-        let orders: Vec<OrderVersion> = ids
-            .iter()
-            .flat_map(|&id| {
-                (0..2).flat_map(move |c| {
-                    let base =
-                        order_with(id, &format!("o{id}-{c}-0"), 10.0 + c as f64 / 3.0, "addr");
-                    (0..3).map(move |d| redelivered(&base, &format!("o{id}-{c}-{d}")))
-                })
-            })
-            .collect();
-        let payments: Vec<PaymentVersion> = ids
-            .iter()
-            .flat_map(|&id| {
-                (0..2).flat_map(move |c| {
-                    let base = payment(id, &format!("p{id}-{c}-0"), ["Pending", "Completed"][c]);
-                    (0..3).map(move |d| redelivered(&base, &format!("p{id}-{c}-{d}")))
-                })
-            })
-            .collect();
-        let provs: Vec<Provenance> = orders
-            .iter()
-            .map(|o| o.provenance.clone())
-            .chain(payments.iter().map(|p| p.provenance.clone()))
-            .collect();
-        let entries: Vec<Entry> = orders
-            .iter()
-            .cloned()
-            .map(Entry::Order)
-            .chain(payments.iter().cloned().map(Entry::Payment))
-            .collect();
-
-        for step in 0..300 {
-            let o = rng.pick(&orders);
-            let p = rng.pick(&payments);
-            let e = rng.pick(&entries);
-            let pv = rng.pick(&provs);
-            let parked = Parked {
-                payment: p.clone(),
-                parked_at_ms: 1000 + step,
-                attempts: step as i32,
-            };
-            let what = rng.below(14);
-            let ctx = format!("step {step}, op {what}");
-            match what {
-                0 => assert_eq!(
-                    store.insert_fact(o).await.unwrap(),
-                    reference.insert_fact(o).await.unwrap(),
-                    "{ctx}"
-                ),
-                1 => assert_eq!(
-                    store.replace_order(pv, o).await.unwrap(),
-                    reference.replace_order(pv, o).await.unwrap(),
-                    "{ctx}"
-                ),
-                2 => {
-                    let exp = if rng.below(2) == 0 { None } else { Some(pv) };
-                    assert_eq!(
-                        store.replace_payment(exp, p).await.unwrap(),
-                        reference.replace_payment(exp, p).await.unwrap(),
-                        "{ctx}"
-                    )
-                }
-                3 => assert_eq!(
-                    store.insert_audit(e).await.unwrap(),
-                    reference.insert_audit(e).await.unwrap(),
-                    "{ctx}"
-                ),
-                4 => assert_eq!(
-                    store.replace_audit(pv, e).await.unwrap(),
-                    reference.replace_audit(pv, e).await.unwrap(),
-                    "{ctx}"
-                ),
-                5 => {
-                    let (id, k, fp) = (e.order_id(), e.kind(), e.fingerprint());
-                    assert_eq!(
-                        store.delete_audit(id, k, fp, pv).await.unwrap(),
-                        reference.delete_audit(id, k, fp, pv).await.unwrap(),
-                        "{ctx}"
-                    )
-                }
-                6 => assert_eq!(
-                    store.insert_parked(&parked).await.unwrap(),
-                    reference.insert_parked(&parked).await.unwrap(),
-                    "{ctx}"
-                ),
-                7 => assert_eq!(
-                    store.replace_parked(pv, &parked).await.unwrap(),
-                    reference.replace_parked(pv, &parked).await.unwrap(),
-                    "{ctx}"
-                ),
-                8 => {
-                    store
-                        .touch_parked(p.content.order_id, p.fingerprint, step as i32)
-                        .await
-                        .unwrap();
-                    reference
-                        .touch_parked(p.content.order_id, p.fingerprint, step as i32)
-                        .await
-                        .unwrap();
-                }
-                9 => {
-                    store
-                        .delete_parked(p.content.order_id, p.fingerprint)
-                        .await
-                        .unwrap();
-                    reference
-                        .delete_parked(p.content.order_id, p.fingerprint)
-                        .await
-                        .unwrap();
-                }
-                10 => {
-                    let id = *rng.pick(&ids);
-                    assert_eq!(
-                        store.read_fact(id).await.unwrap(),
-                        reference.read_fact(id).await.unwrap(),
-                        "{ctx}"
-                    )
-                }
-                11 => {
-                    let (id, k, fp) = (e.order_id(), e.kind(), e.fingerprint());
-                    assert_eq!(
-                        store.read_audit(id, k, fp).await.unwrap(),
-                        reference.read_audit(id, k, fp).await.unwrap(),
-                        "{ctx}"
-                    )
-                }
-                12 => {
-                    let id = *rng.pick(&ids);
-                    assert_eq!(
-                        store.parked_for(id).await.unwrap(),
-                        reference.parked_for(id).await.unwrap(),
-                        "{ctx}"
-                    )
-                }
-                _ => assert_eq!(
-                    store.counts().await.unwrap(),
-                    reference.counts().await.unwrap(),
-                    "{ctx}"
-                ),
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let ids = [1i64, 2, 3];
+    let orders: Vec<OrderVersion> = ids
+        .iter()
+        .flat_map(|&id| {
+            (0..2).map(move |c| order_with(id, &format!("o{id}-{c}"), 10.0 + c as f64 / 3.0, "a"))
+        })
+        .collect();
+    let payments: Vec<PaymentVersion> = ids
+        .iter()
+        .flat_map(|&id| {
+            (0..2).map(move |c| payment(id, &format!("p{id}-{c}"), ["Pending", "Completed"][c]))
+        })
+        .collect();
+    let states: Vec<OrderState> = orders
+        .iter()
+        .map(|o| OrderState {
+            order: Some(o.clone()),
+            ..OrderState::default()
+        })
+        .chain(std::iter::once(OrderState::default()))
+        .collect();
+    let mut used: Vec<i64> = Vec::new();
+    // Deletions on odd steps, so the timestamp can be chosen before the op.
+    let what_is_delete = |step: i64| step % 2 == 1;
+    for step in 0..400i64 {
+        let o = rng.pick(&orders).clone();
+        let p = rng.pick(&payments).clone();
+        let id = *rng.pick(&ids);
+        let state = rng.pick(&states).clone();
+        // Live writes get distinct timestamps in random order (the protocol
+        // never writes two different values at one timestamp); deletions
+        // often reuse a live write's timestamp, where a deletion must win.
+        let live_ts = view_ts(0) + rng.below(100) as i64 * 1000 + step;
+        let ts = if what_is_delete(step) && !used.is_empty() && rng.below(2) == 0 {
+            *rng.pick(&used)
+        } else {
+            live_ts
+        };
+        used.push(live_ts);
+        let what = if what_is_delete(step) {
+            [6, 8][rng.below(2) as usize]
+        } else {
+            [0, 1, 2, 3, 4, 5, 7][rng.below(7) as usize]
+        };
+        let ctx = format!("step {step}, op {what}");
+        match what {
+            0 => assert_eq!(
+                store.insert_state(id, &state).await.unwrap(),
+                reference.insert_state(id, &state).await.unwrap(),
+                "{ctx}"
+            ),
+            1 => {
+                let expected = rng.below(4) as i64;
+                let (a, b) = (
+                    store.update_state(id, expected, &state).await.unwrap(),
+                    reference.update_state(id, expected, &state).await.unwrap(),
+                );
+                // Cassandra returns only the revision of a rejected `IF
+                // revision = ?`; both say whether it applied.
+                assert_eq!(a.applied(), b.applied(), "{ctx}");
+            }
+            2 => assert_eq!(
+                store.read_state(id).await.unwrap(),
+                reference.read_state(id).await.unwrap(),
+                "{ctx}"
+            ),
+            3 => {
+                let w = [ViewWrite::Fact {
+                    row: FactRow {
+                        order: o.clone(),
+                        payment: None,
+                    },
+                    ts,
+                }];
+                store.write_views(&w).await.unwrap();
+                reference.write_views(&w).await.unwrap();
+            }
+            4 => {
+                // A fact row with its payment: payments never leave a row,
+                // and order columns always come with it.
+                let mut p = p.clone();
+                p.content.order_id = o.content.order_id;
+                let w = [ViewWrite::Fact {
+                    row: FactRow {
+                        order: o.clone(),
+                        payment: Some(p),
+                    },
+                    ts: ts + 10_000_000,
+                }];
+                store.write_views(&w).await.unwrap();
+                reference.write_views(&w).await.unwrap();
+            }
+            5 => {
+                let w = [ViewWrite::Audit {
+                    entry: Entry::Order(o.clone()),
+                    ts,
+                }];
+                store.write_views(&w).await.unwrap();
+                reference.write_views(&w).await.unwrap();
+            }
+            6 => {
+                let w = [ViewWrite::AuditDelete {
+                    order_id: o.content.order_id,
+                    kind: Kind::Order,
+                    fingerprint: o.fingerprint,
+                    ts,
+                }];
+                store.write_views(&w).await.unwrap();
+                reference.write_views(&w).await.unwrap();
+            }
+            7 => {
+                let w = [ViewWrite::Parked {
+                    parked: ParkedPayment {
+                        payment: p.clone(),
+                        parked_at_ms: 1_700_000_000_000,
+                    },
+                    attempts: 1,
+                    ts,
+                }];
+                store.write_views(&w).await.unwrap();
+                reference.write_views(&w).await.unwrap();
+            }
+            _ => {
+                let w = [ViewWrite::ParkedDelete {
+                    order_id: p.content.order_id,
+                    fingerprint: p.fingerprint,
+                    ts,
+                }];
+                store.write_views(&w).await.unwrap();
+                reference.write_views(&w).await.unwrap();
             }
         }
-        assert_same_contents(store, &reference).await;
+    }
+    assert_same_contents(store, &reference).await;
+    for id in ids {
+        assert_eq!(
+            store.read_state(id).await.unwrap(),
+            reference.read_state(id).await.unwrap()
+        );
     }
 }
 

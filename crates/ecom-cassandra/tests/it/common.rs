@@ -1,5 +1,4 @@
 use ecom_core::{Entry, Order, OrderVersion, Payment, PaymentVersion, Provenance, Versioned};
-use ecom_store::Parked;
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -67,12 +66,4 @@ pub fn redelivered<T: Clone>(v: &Versioned<T>, message_id: &str) -> Versioned<T>
 
 pub fn audit_order(order_id: i64, message_id: &str) -> Entry {
     Entry::Order(order(order_id, message_id))
-}
-
-pub fn parked(order_id: i64, message_id: &str, status: &str) -> Parked {
-    Parked {
-        payment: payment(order_id, message_id, status),
-        parked_at_ms: 1_700_000_000_123,
-        attempts: 1,
-    }
 }
