@@ -55,17 +55,11 @@ struct Inner {
     permits: Semaphore,
 }
 
-/// Outcome of one LWT execution.
-enum Lwt {
-    Applied,
-    /// Not applied; the current row when the result carried it (`IF NOT
-    /// EXISTS` returns every column, `IF revision = ?` only the revision).
-    NotApplied(Option<StoredState>),
-}
-
 /// Reads an LWT result: `[applied]`, then (when not applied) whatever
 /// current columns Cassandra returned.
-fn lwt_result(what: &str, order_id: i64, res: QueryResult) -> Result<Lwt> {
+/// Not applied carries the current row when the result has it (`IF NOT
+/// EXISTS` returns every column, `IF revision = ?` only the revision).
+fn lwt_result(what: &str, order_id: i64, res: QueryResult) -> Result<Cas<StoredState>> {
     let rows = res
         .into_rows_result()
         .map_err(|e| StoreError::Other(format!("Cassandra {what}: LWT returned no rows: {e}")))?;
@@ -84,7 +78,7 @@ fn lwt_result(what: &str, order_id: i64, res: QueryResult) -> Result<Lwt> {
         .first_row()
         .map_err(|e| StoreError::Other(format!("Cassandra {what}: LWT result: {e}")))?;
     match row.columns.first() {
-        Some(Some(CqlValue::Boolean(true))) => return Ok(Lwt::Applied),
+        Some(Some(CqlValue::Boolean(true))) => return Ok(Cas::Applied),
         Some(Some(CqlValue::Boolean(false))) => {}
         other => {
             return Err(StoreError::Other(format!(
@@ -109,7 +103,7 @@ fn lwt_result(what: &str, order_id: i64, res: QueryResult) -> Result<Lwt> {
         )?),
         _ => None,
     };
-    Ok(Lwt::NotApplied(current))
+    Ok(Cas::Rejected(current))
 }
 
 fn into_rows(what: &str, res: QueryResult) -> Result<QueryRowsResult> {
@@ -227,12 +221,7 @@ impl CassandraStore {
         values: impl SerializeRow,
     ) -> Result<Cas<StoredState>> {
         let err = match self.exec(st, values).await {
-            Ok(res) => {
-                return match lwt_result(what, order_id, res)? {
-                    Lwt::Applied => Ok(Cas::Applied),
-                    Lwt::NotApplied(cur) => Ok(Cas::Rejected(cur)),
-                };
-            }
+            Ok(res) => return lwt_result(what, order_id, res),
             Err(e) if outcome_unknown(&e) => e,
             Err(e) => return Err(request_error(what, e)),
         };

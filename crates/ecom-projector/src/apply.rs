@@ -6,10 +6,11 @@
 //! repairs). This module only executes a [`ecom_core::Plan`] against a
 //! store:
 //!
-//! 1. Take the current state: for a group that starts with an order and
-//!    has no known row, assume there is none (a new order is the common
-//!    case, and `insert_state` returns the row when there is one);
-//!    otherwise read it (a plain read: the conditional write validates it).
+//! 1. Take the current state: for a group that starts with an order whose
+//!    id this applier has not seen a state row for, assume there is none (a
+//!    new order is the common case, and `insert_state` returns the row when
+//!    there is one); otherwise read it (a plain read: the conditional write
+//!    validates whatever it feeds).
 //! 2. Plan, and write the current revision's pending views (they complete
 //!    the previous transition; rule 4). If nothing changes, stop there: a
 //!    redelivered event costs no conditional write.
@@ -23,7 +24,8 @@
 //! A crash anywhere leaves the state at some revision and the views at or
 //! behind it; re-applying the log from the checkpoint converges (rule 5).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use ecom_core::{ApplyStats, Entry, Event, PaymentVersion, StoredState, ViewWrite, plan, touch_ts};
 use ecom_store::{Cas, FactStore, Result, StoreError, now_ms};
@@ -43,10 +45,16 @@ pub enum Notification {
     Conflict(Entry),
 }
 
-/// Applies events to a store. Cheap to clone.
+/// Order ids remembered as having a state row, at most; the set is
+/// forgotten when full (it is only a hint for which first step is cheaper).
+const KNOWN_IDS: usize = 1 << 17;
+
+/// Applies events to a store. Cheap to clone; clones share the hint of
+/// which order ids have a state row.
 pub struct Applier<S> {
     store: Arc<S>,
     notify: Option<mpsc::UnboundedSender<Notification>>,
+    known: Arc<Mutex<HashSet<i64>>>,
 }
 
 impl<S> Clone for Applier<S> {
@@ -54,6 +62,7 @@ impl<S> Clone for Applier<S> {
         Applier {
             store: self.store.clone(),
             notify: self.notify.clone(),
+            known: self.known.clone(),
         }
     }
 }
@@ -63,7 +72,20 @@ impl<S: FactStore> Applier<S> {
         Applier {
             store,
             notify: None,
+            known: Arc::new(Mutex::new(HashSet::new())),
         }
+    }
+
+    fn is_known(&self, order_id: i64) -> bool {
+        self.known.lock().expect("known ids").contains(&order_id)
+    }
+
+    fn remember(&self, order_id: i64) {
+        let mut known = self.known.lock().expect("known ids");
+        if known.len() >= KNOWN_IDS {
+            known.clear();
+        }
+        known.insert(order_id);
     }
 
     /// Sends parked payments and recorded conflicts to `tx` as well.
@@ -94,10 +116,16 @@ impl<S: FactStore> Applier<S> {
     /// conditional write. Idempotent.
     pub async fn apply_group(&self, order_id: i64, events: &[Event]) -> Result<ApplyStats> {
         debug_assert!(events.iter().all(|e| e.order_id() == order_id));
+        // An order for an id this applier has not seen a state row for is
+        // most likely new: try the insert first (a rejection returns the
+        // row). Anything else reads first.
         let mut current: Option<StoredState> = match events.first() {
-            Some(Event::Order(_)) => None,
+            Some(Event::Order(_)) if !self.is_known(order_id) => None,
             _ => self.store.read_state(order_id).await?,
         };
+        if current.is_some() {
+            self.remember(order_id);
+        }
         let mut rejections = 0u32;
         loop {
             let plan = plan(order_id, current.as_ref(), events, now_ms())
@@ -115,6 +143,7 @@ impl<S: FactStore> Applier<S> {
             };
             match cas {
                 Cas::Applied => {
+                    self.remember(order_id);
                     self.store.write_views(&plan.after).await?;
                     for p in plan.parked {
                         self.emit(Notification::Parked(p));
