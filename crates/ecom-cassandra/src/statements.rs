@@ -1,6 +1,6 @@
 //! Every CQL statement the store runs, in one place, and how each runs.
 //!
-//! Text is built once from the column lists in [`crate::rows`] and the
+//! Text is built once from the column lists in `rows` and the
 //! validated keyspace name; values are always bound (named markers), never
 //! formatted in.
 //!
