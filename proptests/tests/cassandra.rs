@@ -57,7 +57,13 @@ impl Drop for Keyspaces {
     }
 }
 
-fn runner(cases: u32) -> TestRunner {
+/// Cases per property against Cassandra: `ECOM_PROPTEST_CASSANDRA_CASES`,
+/// default `default` (about a second each on the local node).
+fn runner(default: u32) -> TestRunner {
+    let cases = std::env::var("ECOM_PROPTEST_CASSANDRA_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
     TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -71,7 +77,7 @@ fn dedup_ends_in_the_model_state_on_cassandra() {
         return;
     };
     let strategy = published(30).prop_flat_map(|m| (Just(m.clone()), delivery(m, 1)));
-    runner(8)
+    runner(32)
         .run(&strategy, |(msgs, delivery)| {
             block_on(async {
                 let store = Arc::new(Keyspaces::store(&ks.live).await);
@@ -92,7 +98,7 @@ fn join_ordering_across_instances_ends_in_the_model_state_on_cassandra() {
         published(30).prop_flat_map(|m| (Just(m.clone()), delivery(m, 3))),
         any::<u64>(),
     );
-    runner(8)
+    runner(32)
         .run(&strategy, |((msgs, delivery), seed)| {
             block_on(async {
                 let store = Arc::new(Yielding::new(Keyspaces::store(&ks.live).await, seed));
@@ -116,9 +122,10 @@ fn crash_at_any_point_then_resume_ends_in_the_model_state_on_cassandra() {
     let strategy = (
         published(30).prop_flat_map(|m| (Just(m.clone()), delivery(m, 1))),
         prop::collection::vec(0u64..40, 1..4),
+        prop::collection::vec(any::<bool>(), 4),
     );
-    runner(6)
-        .run(&strategy, |((msgs, delivery), budgets)| {
+    runner(24)
+        .run(&strategy, |((msgs, delivery), budgets, after)| {
             block_on(async {
                 let dir = tempfile::tempdir().unwrap();
                 let log = Log::open(&dir.path().join("log"), LogOptions::default()).unwrap();
@@ -128,7 +135,8 @@ fn crash_at_any_point_then_resume_ends_in_the_model_state_on_cassandra() {
                         .unwrap();
                 }
                 let store = Arc::new(FailAfter::new(Keyspaces::store(&ks.live).await, budgets[0]));
-                let mut crashes = budgets[1..].iter();
+                store.fail_after_applying(after[0]);
+                let mut crashes = budgets[1..].iter().zip(&after[1..]);
                 loop {
                     let projector = Projector::new(
                         log.clone(),
@@ -153,7 +161,13 @@ fn crash_at_any_point_then_resume_ends_in_the_model_state_on_cassandra() {
                     if !crashed {
                         break;
                     }
-                    store.refill(crashes.next().copied().unwrap_or(u64::MAX));
+                    match crashes.next() {
+                        Some((budget, after)) => {
+                            store.refill(*budget);
+                            store.fail_after_applying(*after);
+                        }
+                        None => store.refill(u64::MAX),
+                    }
                 }
                 let want = expected(&msgs);
                 assert_store_is(&store.inner, &want).await;
