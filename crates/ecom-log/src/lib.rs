@@ -105,10 +105,25 @@
 //! make harmless), but never ahead of the durable entries, because it is
 //! never set beyond the durable `next_seq`.
 //!
-//! If a group commit fails (sled or fsync error), its callers get the error
-//! and the writer stops: what reached the disk is uncertain, so every later
-//! append fails with [`LogError::WriterStopped`] until the process restarts
-//! and reopens (and so re-verifies) the log.
+//! If a group commit fails (sled or fsync error), its callers get
+//! [`LogError::CommitFailed`] and the writer stops: what reached the disk is
+//! uncertain, so every later append fails with [`LogError::WriterStopped`]
+//! until the process restarts and reopens (and so re-verifies) the log. Both
+//! are [`LogError::is_fatal`]: the caller must not acknowledge the batch, and
+//! should stop so that a supervisor restarts the process. The failed group
+//! may or may not be in the log after the restart; either way a redelivery
+//! of its messages is right (stored, or answered as `Duplicate`).
+//!
+//! ## Failpoints
+//!
+//! With the cargo feature `failpoints`, the group commit has three
+//! [`fail`](https://docs.rs/fail/0.5) failpoints, in this order:
+//! `log::group_commit` (the batch is applied to sled in memory, nothing
+//! flushed yet), `log::after_write_before_fsync` (sled flushed its log, our
+//! `fdatasync` has not run) and `log::after_fsync_before_ack` (durable, no
+//! caller answered yet). The `return` action makes the commit fail there
+//! with an injected I/O error. Without the feature they compile to nothing;
+//! [`FAILPOINTS`] says which build this is.
 //!
 //! ## Recovery
 //!
@@ -166,6 +181,11 @@ use crate::record::{
     META_NEXT_QUARANTINE_SEQ, META_NEXT_SEQ, RecordKind, entry_key, quarantine_key,
 };
 use crate::writer::{Durability, Prepared, Request, Shared, Writer};
+
+/// Whether this build has the writer's failpoints compiled in (the cargo
+/// feature `failpoints`; see the crate docs). Lets a binary refuse to arm
+/// failpoints that would silently do nothing.
+pub const FAILPOINTS: bool = cfg!(feature = "failpoints");
 
 /// Options for [`Log::open`].
 #[derive(Debug, Clone, PartialEq, Eq)]

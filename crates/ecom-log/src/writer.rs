@@ -75,6 +75,15 @@ impl Shared {
         }
     }
 
+    /// The error a failpoint injects: an I/O error on sled's data file, as
+    /// a failing disk would give.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    fn injected(&self, failpoint: &str, arg: Option<String>) -> LogError {
+        let path = self.durability.db_dir.join("db");
+        let what = arg.unwrap_or_else(|| "injected failure".to_string());
+        LogError::io(&path)(io::Error::other(format!("failpoint {failpoint}: {what}")))
+    }
+
     pub(crate) fn checkpoint(&self) -> std::sync::MutexGuard<'_, u64> {
         self.checkpoint
             .lock()
@@ -185,6 +194,10 @@ impl Writer {
                 Err(e) => {
                     tracing::error!(dir = %self.shared.dir.display(), error = %e, "group commit failed; the log writer stops");
                     let _ = self.shared.failure.set(e.to_string());
+                    let e = LogError::CommitFailed {
+                        dir: self.shared.dir.clone(),
+                        cause: Box::new(e),
+                    };
                     for request in group {
                         let _ = request.reply.send(Err(e.clone()));
                     }
@@ -251,7 +264,22 @@ impl Writer {
         // All or nothing, also across a crash (sled documents this for
         // `apply_batch`).
         tree.apply_batch(batch).map_err(LogError::storage(dir))?;
-        self.shared.flush_durably(&self.db)?;
+        // Test seams (no-ops unless built with the `failpoints` feature):
+        // make the commit fail before anything is flushed, after sled wrote
+        // its log but before our fdatasync, or once everything is durable
+        // but before anyone is answered.
+        fail::fail_point!("log::group_commit", |arg| Err(self
+            .shared
+            .injected("log::group_commit", arg)));
+        self.db.flush().map_err(LogError::storage(dir))?;
+        fail::fail_point!("log::after_write_before_fsync", |arg| Err(self
+            .shared
+            .injected("log::after_write_before_fsync", arg)));
+        self.shared.durability.sync()?;
+        self.shared.flushes.fetch_add(1, Ordering::Relaxed);
+        fail::fail_point!("log::after_fsync_before_ack", |arg| Err(self
+            .shared
+            .injected("log::after_fsync_before_ack", arg)));
 
         // Durable: publish.
         self.next_seq = next_seq;
