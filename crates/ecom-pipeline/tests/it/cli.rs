@@ -227,3 +227,66 @@ fn sigterm_stops_cleanly_and_a_second_owner_is_refused_with_the_pid() {
             .success()
     );
 }
+
+/// A failed group commit of the log (injected through ecom-log's failpoint
+/// `log::group_commit`, armed by ECOM_FAILPOINTS) stops the log writer.
+/// `run` must then exit by itself, non-zero, with an error that names the
+/// log directory, says what failed and that a restart re-verifies the log,
+/// instead of nacking every redelivery forever. The restart's open and
+/// `log verify` then accept the log.
+#[test]
+fn failed_log_commit_makes_run_exit_non_zero_naming_the_log_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, store) = dirs(tmp.path());
+    let child = bin()
+        .env("ECOM_FAILPOINTS", "log::group_commit=return")
+        .args([
+            "run",
+            "--orders",
+            "200",
+            "--log-dir",
+            &log,
+            "--store-dir",
+            &store,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ecom-pipeline run");
+    let pid = child.id().to_string();
+    let (done, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let Ok(out) = exited.recv_timeout(Duration::from_secs(60)) else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!("run kept running for 60 s after its log writer stopped");
+    };
+    let out = out.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(out.status.code(), Some(1), "a fatal log error exits 1");
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .expect("an error line");
+    for needed in [
+        log.as_str(),
+        "group commit",
+        "log::group_commit",
+        "re-verifies",
+    ] {
+        assert!(
+            error.contains(needed),
+            "the error names {needed:?}: {error}"
+        );
+    }
+
+    // The restart: the log opens (verifying it) and verifies in full.
+    assert!(run(&["log", "verify", "--log-dir", &log]).status.success());
+    assert!(
+        run(&["status", "--log-dir", &log, "--store-dir", &store])
+            .status
+            .success()
+    );
+}
