@@ -50,7 +50,8 @@ pub enum LogError {
         source: Arc<sled::Error>,
     },
 
-    /// On open: the log was written by a different on-disk format version.
+    /// On open: the log was written by a different on-disk format version
+    /// that this build cannot upgrade (a newer one, or an unknown one).
     #[error(
         "log {} has on-disk format version {found}, this build reads version {expected}; run the ecom-pipeline release that wrote it, or replay into a new log directory",
         dir.display()
@@ -60,6 +61,27 @@ pub enum LogError {
         found: u32,
         expected: u32,
     },
+
+    /// On open: the log is in an older on-disk format that
+    /// [`Log::upgrade`](crate::Log::upgrade) converts in place (format 1,
+    /// whose message-id index ignored the topic).
+    #[error(
+        "log {} has on-disk format version {found}, whose message-id index ignores the topic (Pub/Sub message ids are unique only within a topic), and this build reads version {expected}; stop every process using it, run `ecom-pipeline log upgrade --dir {}` to rebuild the index in place, then start again",
+        dir.display(),
+        dir.display()
+    )]
+    UpgradeNeeded {
+        dir: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+
+    /// `Log::upgrade`: there is no log in the directory (no `<dir>/db`).
+    #[error(
+        "there is no log in {} (no db directory); check --dir",
+        dir.display()
+    )]
+    NoLog { dir: PathBuf },
 
     /// On open: `<dir>/db` holds data but no format marker, so it is not a
     /// log written by this crate.

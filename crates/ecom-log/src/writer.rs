@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
 
+use ecom_core::Topic;
 use tokio::sync::{oneshot, watch};
 
 use crate::record::{
@@ -23,9 +24,10 @@ use crate::record::{
 };
 use crate::{AppendOutcome, LogError};
 
-/// A message ready for the writer: its id (the dedup key) and its encoded
-/// record.
+/// A message ready for the writer: its topic and id (the dedup key) and its
+/// encoded record.
 pub(crate) struct Prepared {
+    pub(crate) topic: Topic,
     pub(crate) message_id: String,
     pub(crate) kind: RecordKind,
     pub(crate) record: Vec<u8>,
@@ -213,8 +215,8 @@ impl Writer {
         let dir = &self.shared.dir;
         let tree: &sled::Tree = &self.db;
         let mut batch = sled::Batch::default();
-        // Message ids written by this group (not yet visible in the tree).
-        let mut in_group: HashSet<String> = HashSet::new();
+        // Dedup keys written by this group (not yet visible in the tree).
+        let mut in_group: HashSet<(Topic, String)> = HashSet::new();
         let mut next_seq = self.next_seq;
         let mut next_quarantine_seq = self.next_quarantine_seq;
         let mut duplicates = self.duplicates;
@@ -223,13 +225,15 @@ impl Writer {
         for request in group.iter_mut() {
             let mut out = Vec::with_capacity(request.items.len());
             for Prepared {
+                topic,
                 message_id,
                 kind,
                 record,
             } in std::mem::take(&mut request.items)
             {
-                let ikey = index_key(&message_id);
-                if in_group.contains(&message_id)
+                let ikey = index_key(topic, &message_id);
+                let dedup_key = (topic, message_id);
+                if in_group.contains(&dedup_key)
                     || tree.contains_key(&ikey).map_err(LogError::storage(dir))?
                 {
                     duplicates += 1;
@@ -250,7 +254,7 @@ impl Writer {
                 };
                 batch.insert(&seq_key(kind, seq)[..], record);
                 batch.insert(ikey, &index_value(kind, seq)[..]);
-                in_group.insert(message_id);
+                in_group.insert(dedup_key);
             }
             outcomes.push(out);
         }
