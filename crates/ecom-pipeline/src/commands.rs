@@ -388,11 +388,44 @@ pub enum LogCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Convert a log written by an older release to the current on-disk
+    /// format, in place (format 1 to 2: the message-id index is rebuilt,
+    /// keyed by topic and message id). Stop the pipeline first; running it on
+    /// a current log does nothing.
+    Upgrade {
+        /// The log directory (default: the configured log dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 pub async fn log(cfg: &Config, cmd: LogCommand) -> anyhow::Result<ExitCode> {
-    let LogCommand::Verify { dir } = cmd;
-    let dir = dir.unwrap_or_else(|| cfg.log_dir.clone());
+    let dir = match cmd {
+        LogCommand::Verify { dir } => dir.unwrap_or_else(|| cfg.log_dir.clone()),
+        LogCommand::Upgrade { dir } => {
+            let dir = dir.unwrap_or_else(|| cfg.log_dir.clone());
+            let report = Log::upgrade(&dir)?;
+            if report.upgraded() {
+                println!(
+                    "upgraded the log in {} from format {} to {}: index rebuilt for {} entries and {} quarantined messages ({} old index keys removed); run `ecom-pipeline log verify --dir {}` to check it, then start the pipeline",
+                    dir.display(),
+                    report.from_version,
+                    report.to_version,
+                    report.entries,
+                    report.quarantined,
+                    report.old_index_keys,
+                    dir.display()
+                );
+            } else {
+                println!(
+                    "the log in {} is already in format {}; nothing to do",
+                    dir.display(),
+                    report.to_version
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     // Open without the tail check so a damaged log can still be examined.
     let log = Log::open(
         &dir,

@@ -290,3 +290,65 @@ fn failed_log_commit_makes_run_exit_non_zero_naming_the_log_directory() {
             .success()
     );
 }
+
+/// Rewrites a closed log's message-id index into on-disk format 1
+/// (`'i' ++ message_id`, no topic byte) and marks it format 1, with sled
+/// directly: what a log written by an older release looks like.
+fn downgrade_to_format_1(log_dir: &Path) {
+    let db = sled::open(log_dir.join("db")).expect("raw sled open");
+    let keys: Vec<_> = db.scan_prefix(b"i").map(|kv| kv.unwrap()).collect();
+    assert!(!keys.is_empty());
+    for (key, value) in keys {
+        let mut old = vec![b'i'];
+        old.extend_from_slice(&key[2..]);
+        db.remove(&key).unwrap();
+        assert!(
+            db.insert(old, value).unwrap().is_none(),
+            "the embedded broker's ids are unique across topics"
+        );
+    }
+    db.insert(b"mformat_version", &1u32.to_be_bytes()[..])
+        .unwrap();
+    db.flush().unwrap();
+}
+
+/// A log from an older release (format 1) is refused with the command that
+/// upgrades it; `log upgrade` converts it in place, after which it verifies,
+/// the store still equals its fold, and a second upgrade does nothing.
+#[test]
+fn format_1_log_is_refused_until_log_upgrade_converts_it_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, store) = dirs(tmp.path());
+    let base = ["--log-dir", &log, "--store-dir", &store];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = extra.to_vec();
+        a.extend_from_slice(&base);
+        run(&a)
+    };
+    assert!(
+        with(&["run", "--orders", "100", "--stop-after-idle", "1s"])
+            .status
+            .success()
+    );
+    downgrade_to_format_1(&tmp.path().join("log"));
+
+    let refused = with(&["status"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains(&format!("ecom-pipeline log upgrade --dir {log}")),
+        "names the command: {err}"
+    );
+
+    let upgrade = with(&["log", "upgrade", "--dir", &log]);
+    assert!(upgrade.status.success());
+    assert!(String::from_utf8_lossy(&upgrade.stdout).contains("from format 1 to 2"));
+    assert!(with(&["log", "verify", "--dir", &log]).status.success());
+    assert!(
+        with(&["verify"]).status.success(),
+        "every entry is still there"
+    );
+    let again = with(&["log", "upgrade", "--dir", &log]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
+}
