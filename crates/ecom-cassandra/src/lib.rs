@@ -79,6 +79,7 @@ mod schema;
 mod store;
 pub mod testing;
 mod tls;
+pub mod topology;
 
 pub use config::{
     CassandraConfig, DEFAULT_KEYSPACE, parse_consistency, parse_serial_consistency,
@@ -89,3 +90,4 @@ pub use lazy::LazyCassandraStore;
 pub use schema::{SCHEMA_CQL, apply_schema, drop_keyspace, schema_statements};
 pub use scylla::statement::{Consistency, SerialConsistency};
 pub use store::CassandraStore;
+pub use topology::{SerialConsistencyWarning, TopologyError, check_serial_consistency_for};

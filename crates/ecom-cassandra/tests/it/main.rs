@@ -10,3 +10,4 @@ mod facts;
 mod outcome;
 mod parked;
 mod throughput;
+mod topology;
