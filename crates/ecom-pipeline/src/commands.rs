@@ -104,9 +104,35 @@ pub async fn setup(
                 c.keyspace,
                 c.contact_points.join(",")
             );
+            if let Some(warning) = ecom_cassandra::check_serial_consistency_for(&c).await? {
+                eprintln!("warning: {warning}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The warnings `status` gives about the configuration: LOCAL_SERIAL on a
+/// keyspace replicated to several datacenters (see
+/// `ecom_cassandra::topology`). Best effort: a Cassandra that cannot be
+/// asked is reported as a warning too, not as a failure of `status`.
+async fn configuration_warnings(cfg: &Config) -> Vec<String> {
+    if cfg.store != StoreKind::Cassandra {
+        return Vec::new();
+    }
+    let checked = match cassandra_config(cfg) {
+        Ok(c) => ecom_cassandra::check_serial_consistency_for(&c)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(None) => Vec::new(),
+        Ok(Some(warning)) => vec![warning.to_string()],
+        Err(e) => vec![format!(
+            "cannot check the keyspace's replication against the serial consistency: {e:#}"
+        )],
+    }
 }
 
 /// Default projector concurrency: the embedded store gains nothing from it;
@@ -478,6 +504,9 @@ pub struct StatusReport {
     pub projector: Option<serde_json::Value>,
     pub ingest: Option<serde_json::Value>,
     pub updated_at_ms: i64,
+    /// Configuration problems `status` found (not written by `run`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 pub fn status_from_log(log: &Log) -> StatusReport {
@@ -509,7 +538,7 @@ pub async fn add_store_counts<S: FactStore>(
 }
 
 pub async fn status(cfg: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let report = match Log::open(&cfg.log_dir, LogOptions::default()) {
+    let mut report = match Log::open(&cfg.log_dir, LogOptions::default()) {
         Ok(log) => {
             let mut r = status_from_log(&log);
             drop(log);
@@ -531,6 +560,10 @@ pub async fn status(cfg: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode>
         }
         Err(e) => return Err(e.into()),
     };
+    report.warnings = configuration_warnings(cfg).await;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
