@@ -268,7 +268,9 @@ impl Writer {
         // All or nothing, also across a crash (sled documents this for
         // `apply_batch`).
         tree.apply_batch(batch).map_err(LogError::storage(dir))?;
-        // Test seams (no-ops unless built with the `failpoints` feature):
+        // `Shared::flush_durably`, spelled out so that the failpoints sit
+        // between its steps. Test seams (no-ops unless built with the
+        // `failpoints` feature):
         // make the commit fail before anything is flushed, after sled wrote
         // its log but before our fdatasync, or once everything is durable
         // but before anyone is answered.
