@@ -34,6 +34,14 @@ pub struct CassandraConfig {
     /// Consistency of the Paxos phase of LWTs, and of the single-key reads
     /// the projector uses between them (`read_fact`, `read_audit`,
     /// `parked_for`).
+    ///
+    /// `LocalSerial` (the default) is linearizable only within one
+    /// datacenter. If pipeline instances run in more than one datacenter,
+    /// use `Serial`: with `LocalSerial` two instances can both win a
+    /// conditional write on the same row and the protocol's guarantees
+    /// (exactly-once, the conflict rule) no longer hold. See
+    /// [`topology`](crate::topology), which `setup cassandra` and `status`
+    /// use to warn about a multi-datacenter keyspace at `LocalSerial`.
     pub serial_consistency: SerialConsistency,
     /// Upper bound on concurrent requests from this store.
     pub max_in_flight: usize,

@@ -60,6 +60,7 @@ pub mod statements;
 mod store;
 pub mod testing;
 mod tls;
+pub mod topology;
 
 pub use config::{
     CassandraConfig, DEFAULT_KEYSPACE, parse_consistency, parse_serial_consistency,
@@ -70,3 +71,4 @@ pub use lazy::LazyCassandraStore;
 pub use schema::{SCHEMA_CQL, apply_schema, drop_keyspace, schema_statements};
 pub use scylla::statement::{Consistency, SerialConsistency};
 pub use store::CassandraStore;
+pub use topology::{SerialConsistencyWarning, TopologyError, check_serial_consistency_for};

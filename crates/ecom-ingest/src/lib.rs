@@ -9,16 +9,38 @@
 //! **Invariant:** an acknowledged message is on disk, in the log's entries or
 //! its quarantine. A failed append nacks the whole batch so the source
 //! redelivers it; the log's message-id dedup makes that harmless.
+//!
+//! A failed append is one of two kinds. A *fatal* one
+//! ([`LogError::is_fatal`]: a group commit failed, so the log writer
+//! stopped) fails every later append too: nacking forever would only make
+//! the source redeliver at once, again and again, while the process looks
+//! alive. So ingest nacks the batch and everything still queued, and
+//! [`run_ingest`] returns [`IngestError::LogStopped`]; the binary cancels the
+//! rest of the pipeline and exits non-zero so that a supervisor restarts it
+//! (opening the log then re-verifies it). Any other append error concerns
+//! only its batch, which is nacked while ingestion goes on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ecom_core::{RawMessage, decode};
-use ecom_log::{AppendOutcome, Incoming, Log};
+use ecom_log::{AppendOutcome, Incoming, Log, LogError};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// Why [`run_ingest`] stopped before its source did.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// An append failed fatally ([`LogError::is_fatal`]): the log cannot be
+    /// written any more by this process. The failed batch and everything
+    /// queued behind it were nacked, nothing after the failure was
+    /// acknowledged. The log error says which directory, what failed, and
+    /// that a restart re-verifies the log.
+    #[error("ingestion stopped, nothing more is acknowledged: {0}")]
+    LogStopped(LogError),
+}
 
 /// How a source settles one message. Called at most once.
 pub trait Acker: Send + 'static {
@@ -110,13 +132,18 @@ pub fn classify(message: RawMessage) -> Incoming {
 
 /// Runs until the channel closes (every sender dropped) or `cancel` fires;
 /// either way the batch in hand is made durable and settled before return.
+///
+/// Returns early with [`IngestError::LogStopped`] when an append fails
+/// fatally: that batch and every delivery still queued are nacked, the
+/// channel is closed (so the source's sends fail), and nothing is
+/// acknowledged from then on.
 pub async fn run_ingest(
     mut rx: mpsc::Receiver<Delivery>,
     log: Log,
     opts: IngestOptions,
     counters: Arc<IngestCounters>,
     cancel: CancellationToken,
-) {
+) -> Result<(), IngestError> {
     loop {
         let first = tokio::select! {
             d = rx.recv() => d,
@@ -137,11 +164,33 @@ pub async fn run_ingest(
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
         }
-        append_and_settle(&log, batch, &counters).await;
+        if let Err(e) = append_and_settle(&log, batch, &counters).await {
+            rx.close();
+            let mut queued = 0u64;
+            while let Ok(d) = rx.try_recv() {
+                d.acker.nack();
+                queued += 1;
+            }
+            counters.nacked.fetch_add(queued, Ordering::Relaxed);
+            tracing::error!(
+                dir = %log.dir().display(),
+                error = %e,
+                queued_nacked = queued,
+                "the log can no longer be written: ingestion stops; restart the process"
+            );
+            return Err(IngestError::LogStopped(e));
+        }
     }
+    Ok(())
 }
 
-async fn append_and_settle(log: &Log, batch: Vec<Delivery>, c: &IngestCounters) {
+/// Appends and settles one batch. `Err` only for a fatal log error (the
+/// batch was nacked).
+async fn append_and_settle(
+    log: &Log,
+    batch: Vec<Delivery>,
+    c: &IngestCounters,
+) -> Result<(), LogError> {
     let n = batch.len() as u64;
     c.delivered.fetch_add(n, Ordering::Relaxed);
     c.last_delivery_ms.store(now_ms(), Ordering::Relaxed);
@@ -167,14 +216,19 @@ async fn append_and_settle(log: &Log, batch: Vec<Delivery>, c: &IngestCounters) 
             }
             c.acked.fetch_add(n, Ordering::Relaxed);
             c.batches.fetch_add(1, Ordering::Relaxed);
+            Ok(())
         }
         Err(e) => {
-            tracing::error!(error = %e, messages = n, "log append failed; nacking the batch so it is redelivered");
             for a in ackers {
                 a.nack();
             }
             c.nacked.fetch_add(n, Ordering::Relaxed);
             c.append_failures.fetch_add(1, Ordering::Relaxed);
+            if e.is_fatal() {
+                return Err(e);
+            }
+            tracing::error!(error = %e, messages = n, "log append failed; nacked the batch so it is redelivered");
+            Ok(())
         }
     }
 }

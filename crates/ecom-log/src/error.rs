@@ -6,7 +6,8 @@ use std::sync::Arc;
 ///
 /// Only [`LogError::Locked`] is worth retrying as is (see
 /// [`LogError::is_retryable`]); every other variant needs a person or a
-/// restart. The type is `Clone` (sources are behind `Arc`) because one failed
+/// restart. [`LogError::is_fatal`] picks out the append errors after which
+/// the log cannot be written any more in this process. The type is `Clone` (sources are behind `Arc`) because one failed
 /// group commit answers every caller in the group with the same error.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
@@ -49,7 +50,8 @@ pub enum LogError {
         source: Arc<sled::Error>,
     },
 
-    /// On open: the log was written by a different on-disk format version.
+    /// On open: the log was written by a different on-disk format version
+    /// that this build cannot upgrade (a newer one, or an unknown one).
     #[error(
         "log {} has on-disk format version {found}, this build reads version {expected}; run the ecom-pipeline release that wrote it, or replay into a new log directory",
         dir.display()
@@ -59,6 +61,27 @@ pub enum LogError {
         found: u32,
         expected: u32,
     },
+
+    /// On open: the log is in an older on-disk format that
+    /// [`Log::upgrade`](crate::Log::upgrade) converts in place (format 1,
+    /// whose message-id index ignored the topic).
+    #[error(
+        "log {} has on-disk format version {found}, whose message-id index ignores the topic (Pub/Sub message ids are unique only within a topic), and this build reads version {expected}; stop every process using it, run `ecom-pipeline log upgrade --dir {}` to rebuild the index in place, then start again",
+        dir.display(),
+        dir.display()
+    )]
+    UpgradeNeeded {
+        dir: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+
+    /// `Log::upgrade`: there is no log in the directory (no `<dir>/db`).
+    #[error(
+        "there is no log in {} (no db directory); check --dir",
+        dir.display()
+    )]
+    NoLog { dir: PathBuf },
 
     /// On open: `<dir>/db` holds data but no format marker, so it is not a
     /// log written by this crate.
@@ -139,11 +162,27 @@ pub enum LogError {
         next_seq: u64,
     },
 
+    /// `append`: the group commit this batch was part of failed (sled or
+    /// the fsync returned an error). The writer thread stopped with it,
+    /// because what reached the disk is now uncertain; the batch may or may
+    /// not be in the log after a restart, so it must not be acknowledged
+    /// (a redelivery is answered as `Duplicate` if it is). Fatal for this
+    /// process: see [`LogError::is_fatal`].
+    // `cause` is printed in the message (it says what to fix: disk full,
+    // permissions) but deliberately not a `#[source]`, so that an error
+    // chain printed with `{:#}` does not repeat it.
+    #[error(
+        "group commit to the log in {} failed: {cause}; the log writer stopped because what reached the disk is uncertain, and the batch was not acknowledged; fix the cause and restart the process: opening the log re-verifies it (if opening fails, run `ecom-pipeline log verify --dir {}`)",
+        dir.display(),
+        dir.display()
+    )]
+    CommitFailed { dir: PathBuf, cause: Box<LogError> },
+
     /// `append` after the writer thread stopped: an earlier group commit
     /// failed (its callers got that error) or the thread panicked. Appends
     /// are refused from then on because what reached the disk is uncertain.
     #[error(
-        "the log writer for {} stopped after an earlier failure ({cause}); restart the process (opening the log verifies it), and if opening fails run `ecom-pipeline log verify --dir {}`",
+        "the log writer for {} stopped after an earlier failure ({cause}); nothing more can be written to it by this process: restart the process (opening the log re-verifies it), and if opening fails run `ecom-pipeline log verify --dir {}`",
         dir.display(),
         dir.display()
     )]
@@ -155,6 +194,18 @@ impl LogError {
     /// intervening. Only `Locked` is: the holder may exit.
     pub fn is_retryable(&self) -> bool {
         matches!(self, LogError::Locked { .. })
+    }
+
+    /// Whether this `Log` can no longer be written in this process: a group
+    /// commit failed ([`LogError::CommitFailed`]) or the writer had already
+    /// stopped ([`LogError::WriterStopped`]). Every later append fails too,
+    /// so the caller should stop and let the process be restarted; any other
+    /// append error concerns only the batch it was given.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            LogError::CommitFailed { .. } | LogError::WriterStopped { .. }
+        )
     }
 
     pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {

@@ -20,10 +20,12 @@
 //! - Every record is checksummed (CRC32, crc32fast) and versioned.
 //! - Entries get gap-free, monotonically increasing sequence numbers from 0.
 //!   Nothing is ever deleted (no retention yet): `stats().entries == next_seq`.
-//! - A message id is stored at most once. A message whose id is already in
-//!   the log (as an entry or quarantined, or earlier in the same group) is a
-//!   *transport duplicate*: not stored again, counted, and answered with
-//!   [`AppendOutcome::Duplicate`].
+//! - A message is stored at most once per dedup key, its topic and message
+//!   id: Pub/Sub message ids are unique within a topic, not across topics,
+//!   so an order and a payment may share one. A message whose key is
+//!   already in the log (as an entry or quarantined, or earlier in the same
+//!   group) is a *transport duplicate*: not stored again, counted, and
+//!   answered with [`AppendOutcome::Duplicate`].
 //!
 //! ## On-disk layout
 //!
@@ -34,9 +36,11 @@
 //! sled default tree, by key prefix:
 //!   'e' ++ seq: u64 BE         -> entry record       (seq = 0, 1, 2, ...)
 //!   'q' ++ qseq: u64 BE        -> quarantine record  (its own 0, 1, 2, ...)
-//!   'i' ++ message_id (UTF-8)  -> ('e' | 'q') ++ seq: u64 BE   (= that record's key)
+//!   'i' ++ topic: u8 ++ message_id (UTF-8)
+//!                              -> ('e' | 'q') ++ seq: u64 BE   (= that record's key)
+//!                                 topic: 'o' orders_data, 'p' payments_data
 //!   'm' ++ name                -> meta value:
-//!       "format_version"          u32 BE, FORMAT_VERSION (1)
+//!       "format_version"          u32 BE, FORMAT_VERSION (2)
 //!       "next_seq"                u64 BE, next entry sequence number
 //!       "next_quarantine_seq"     u64 BE, next quarantine sequence number
 //!       "checkpoint"              u64 BE, next seq the projector must apply
@@ -65,8 +69,17 @@
 //! ```
 //!
 //! `RawMessage` (ecom-core) is part of this format: reordering its fields
-//! changes the bytes. A unit test pins the encoding of one record, and any
-//! change must bump `FORMAT_VERSION`.
+//! changes the bytes. Unit tests pin the encoding of one record and of the
+//! index keys, and any change must bump `FORMAT_VERSION`.
+//!
+//! ### Format history
+//!
+//! - 2: the index key is `'i' ++ topic byte ++ message_id`.
+//! - 1: the index key was `'i' ++ message_id`, so a message was dropped as a
+//!   duplicate when another topic had used its id. [`Log::open`] refuses a
+//!   format-1 log with [`LogError::UpgradeNeeded`]; [`Log::upgrade`]
+//!   (`ecom-pipeline log upgrade --dir X`) rebuilds its index in place.
+//!   Records and meta values did not change.
 //!
 //! ## Writing: group commit, and what is durable when
 //!
@@ -105,10 +118,25 @@
 //! make harmless), but never ahead of the durable entries, because it is
 //! never set beyond the durable `next_seq`.
 //!
-//! If a group commit fails (sled or fsync error), its callers get the error
-//! and the writer stops: what reached the disk is uncertain, so every later
-//! append fails with [`LogError::WriterStopped`] until the process restarts
-//! and reopens (and so re-verifies) the log.
+//! If a group commit fails (sled or fsync error), its callers get
+//! [`LogError::CommitFailed`] and the writer stops: what reached the disk is
+//! uncertain, so every later append fails with [`LogError::WriterStopped`]
+//! until the process restarts and reopens (and so re-verifies) the log. Both
+//! are [`LogError::is_fatal`]: the caller must not acknowledge the batch, and
+//! should stop so that a supervisor restarts the process. The failed group
+//! may or may not be in the log after the restart; either way a redelivery
+//! of its messages is right (stored, or answered as `Duplicate`).
+//!
+//! ## Failpoints
+//!
+//! With the cargo feature `failpoints`, the group commit has three
+//! [`fail`](https://docs.rs/fail/0.5) failpoints, in this order:
+//! `log::group_commit` (the batch is applied to sled in memory, nothing
+//! flushed yet), `log::after_write_before_fsync` (sled flushed its log, our
+//! `fdatasync` has not run) and `log::after_fsync_before_ack` (durable, no
+//! caller answered yet). The `return` action makes the commit fail there
+//! with an injected I/O error. Without the feature they compile to nothing;
+//! [`FAILPOINTS`] says which build this is.
 //!
 //! ## Recovery
 //!
@@ -146,6 +174,7 @@
 mod error;
 mod lock;
 mod record;
+mod upgrade;
 mod verify;
 mod writer;
 
@@ -162,10 +191,16 @@ use tokio::sync::{oneshot, watch};
 pub use crate::error::LogError;
 use crate::lock::DirLock;
 use crate::record::{
-    FORMAT_VERSION, META_CHECKPOINT, META_DUPLICATES, META_FORMAT_VERSION,
+    FORMAT_1, FORMAT_VERSION, META_CHECKPOINT, META_DUPLICATES, META_FORMAT_VERSION,
     META_NEXT_QUARANTINE_SEQ, META_NEXT_SEQ, RecordKind, entry_key, quarantine_key,
 };
+pub use crate::upgrade::UpgradeReport;
 use crate::writer::{Durability, Prepared, Request, Shared, Writer};
+
+/// Whether this build has the writer's failpoints compiled in (the cargo
+/// feature `failpoints`; see the crate docs). Lets a binary refuse to arm
+/// failpoints that would silently do nothing.
+pub const FAILPOINTS: bool = cfg!(feature = "failpoints");
 
 /// Options for [`Log::open`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,7 +249,8 @@ pub enum AppendOutcome {
     Appended(u64),
     /// Stored in quarantine with this quarantine sequence number.
     Quarantined(u64),
-    /// Its message id was already in the log: not stored again, counted.
+    /// Its topic and message id were already in the log: not stored again,
+    /// counted.
     Duplicate,
 }
 
@@ -381,6 +417,22 @@ impl Log {
                 _lock: lock,
             }),
         })
+    }
+
+    /// Converts the log in `dir` to the current on-disk format, in place,
+    /// if it is in an older one ([`LogError::UpgradeNeeded`] on open says
+    /// so); a log already current is left alone. Today that means format 1
+    /// to 2: the message-id index is rebuilt, keyed by topic and message id,
+    /// from the records themselves; entries, quarantine, checkpoint and
+    /// counters are untouched.
+    ///
+    /// Takes the directory lock (so no pipeline may run on it) and writes
+    /// the new index and the new format version in one atomic batch: after a
+    /// crash the log is either still format 1 or fully format 2, and the
+    /// upgrade can simply be run again. Holds the whole index in memory
+    /// once (tens of bytes per record). Blocking.
+    pub fn upgrade(dir: &Path) -> Result<UpgradeReport, LogError> {
+        upgrade::upgrade(dir)
     }
 
     /// The log directory.
@@ -591,6 +643,7 @@ fn prepare(incoming: Incoming, appended_at_ms: i64) -> Result<Prepared, LogError
         reason: e.to_string(),
     })?;
     Ok(Prepared {
+        topic: message.topic,
         message_id: message.message_id,
         kind,
         record,
@@ -614,6 +667,13 @@ fn load_or_init_meta(dir: &Path, db: &sled::Db, durability: &Durability) -> Resu
                     key: "format_version",
                     reason: format!("expected 4 bytes, found {}", v.len()),
                 })?;
+            if found == FORMAT_1 {
+                return Err(LogError::UpgradeNeeded {
+                    dir: dir.to_path_buf(),
+                    found,
+                    expected: FORMAT_VERSION,
+                });
+            }
             if found != FORMAT_VERSION {
                 return Err(LogError::FormatVersion {
                     dir: dir.to_path_buf(),

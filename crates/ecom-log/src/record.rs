@@ -6,13 +6,19 @@
 use std::fmt;
 
 use bincode::Options;
-use ecom_core::RawMessage;
+use ecom_core::{RawMessage, Topic};
 use serde::{Deserialize, Serialize};
 
 /// Version of the whole on-disk format (key layout, meta keys, record
 /// payloads). Stored under [`META_FORMAT_VERSION`]; bump it on any change to
 /// this file or to the field order of `ecom_core::RawMessage`.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+///
+/// 2: the message-id index is keyed by topic and message id.
+/// 1: it was keyed by message id alone ([`FORMAT_1`]).
+pub(crate) const FORMAT_VERSION: u32 = 2;
+
+/// The format before the index knew the topic; `upgrade` rebuilds its index.
+pub(crate) const FORMAT_1: u32 = 1;
 
 /// Version byte at the start of every record.
 pub(crate) const RECORD_VERSION: u8 = 1;
@@ -86,12 +92,44 @@ pub(crate) fn parse_seq_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
-/// `'i' ++ message_id (UTF-8)`.
-pub(crate) fn index_key(message_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + message_id.len());
+/// The byte that stands for a topic in index keys. Defined here, not in
+/// ecom-core, because it is part of this crate's on-disk format: never
+/// change or reuse one (a new topic gets a new byte and a format bump).
+pub(crate) fn topic_byte(topic: Topic) -> u8 {
+    match topic {
+        Topic::Orders => b'o',
+        Topic::Payments => b'p',
+    }
+}
+
+pub(crate) fn topic_from_byte(byte: u8) -> Option<Topic> {
+    match byte {
+        b'o' => Some(Topic::Orders),
+        b'p' => Some(Topic::Payments),
+        _ => None,
+    }
+}
+
+/// `'i' ++ topic byte ++ message_id (UTF-8)`: Pub/Sub message ids are unique
+/// within a topic only, so the topic is part of the dedup key.
+pub(crate) fn index_key(topic: Topic, message_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + message_id.len());
     key.push(INDEX);
+    key.push(topic_byte(topic));
     key.extend_from_slice(message_id.as_bytes());
     key
+}
+
+/// The topic and message id of an index key, or why it is malformed.
+pub(crate) fn parse_index_key(key: &[u8]) -> Result<(Topic, &str), String> {
+    let (&topic, id) = key
+        .get(1..)
+        .and_then(|rest| rest.split_first())
+        .ok_or_else(|| format!("index key {key:?} has no topic byte"))?;
+    let topic = topic_from_byte(topic)
+        .ok_or_else(|| format!("index key {key:?} has an unknown topic byte {topic:#04x}"))?;
+    let id = std::str::from_utf8(id).map_err(|_| format!("index key {key:?} is not UTF-8"))?;
+    Ok((topic, id))
 }
 
 /// `kind prefix ('e' | 'q') ++ seq (u64 big-endian)`: the same bytes as the
@@ -226,12 +264,13 @@ pub(crate) fn decode_quarantine(record: &[u8]) -> Result<(RawMessage, String, i6
     Ok((p.message, p.reason, p.appended_at_ms))
 }
 
-/// The message id of a record of either kind.
-pub(crate) fn decode_message_id(kind: RecordKind, record: &[u8]) -> Result<String, String> {
-    match kind {
-        RecordKind::Entry => decode_entry(record).map(|(m, _)| m.message_id),
-        RecordKind::Quarantine => decode_quarantine(record).map(|(m, _, _)| m.message_id),
-    }
+/// The dedup key (topic, message id) of a record of either kind.
+pub(crate) fn decode_dedup_key(kind: RecordKind, record: &[u8]) -> Result<(Topic, String), String> {
+    let message = match kind {
+        RecordKind::Entry => decode_entry(record).map(|(m, _)| m)?,
+        RecordKind::Quarantine => decode_quarantine(record).map(|(m, _, _)| m)?,
+    };
+    Ok((message.topic, message.message_id))
 }
 
 pub(crate) fn u64_value(bytes: &[u8]) -> Option<u64> {
@@ -241,8 +280,6 @@ pub(crate) fn u64_value(bytes: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-
-    use ecom_core::Topic;
 
     use super::*;
 
@@ -317,6 +354,26 @@ mod tests {
         keys.sort();
         let seqs: Vec<_> = keys.iter().map(|k| parse_seq_key(k).unwrap()).collect();
         assert_eq!(seqs, [0, 1, 255, 256, u64::MAX]);
+    }
+
+    /// Pins the index key layout (format 2): `'i'`, the topic byte, the
+    /// message id. The same id on another topic is another key.
+    #[test]
+    fn index_key_bytes_are_pinned() {
+        assert_eq!(index_key(Topic::Orders, "m-1"), b"iom-1");
+        assert_eq!(index_key(Topic::Payments, "m-1"), b"ipm-1");
+        assert_eq!(
+            parse_index_key(b"ipm-1"),
+            Ok((Topic::Payments, "m-1")),
+            "round trip"
+        );
+        assert!(
+            parse_index_key(b"im-1")
+                .unwrap_err()
+                .contains("unknown topic byte")
+        );
+        assert!(parse_index_key(b"i").unwrap_err().contains("no topic byte"));
+        assert_eq!(FORMAT_VERSION, 2, "a layout change bumps the format");
     }
 
     #[test]

@@ -1,13 +1,19 @@
 //! Integrity checks: the tail check run by `Log::open` and the full scan of
 //! `Log::verify`.
+//!
+//! The message-id index is checked both ways: every record's dedup key
+//! (topic, message id) must be indexed at that record, and every index key
+//! must point at a record that holds its topic and message id.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 
+use ecom_core::Topic;
+
 use crate::record::{
     self, ENTRY, INDEX, META_CHECKPOINT, META_NEXT_QUARANTINE_SEQ, META_NEXT_SEQ, QUARANTINE,
-    RecordKind, entry_key, parse_index_value, parse_seq_key, seq_key,
+    RecordKind, entry_key, parse_index_key, parse_index_value, parse_seq_key, seq_key,
 };
 use crate::{LogError, VerifyReport};
 
@@ -54,9 +60,9 @@ pub(crate) fn check_tail(
     Ok(next_seq - from)
 }
 
-fn id_hash(message_id: &str) -> u64 {
+fn key_hash(topic: Topic, message_id: &str) -> u64 {
     let mut h = DefaultHasher::new();
-    message_id.hash(&mut h);
+    (topic, message_id).hash(&mut h);
     h.finish()
 }
 
@@ -68,14 +74,15 @@ fn read_u64(dir: &Path, tree: &sled::Tree, key: &[u8]) -> Result<Option<u64>, Lo
 }
 
 /// What a scan of one keyspace learned: for each sequence number, a hash of
-/// the message id stored there (`None`: missing or undecodable).
+/// the dedup key (topic, message id) stored there (`None`: missing or
+/// undecodable).
 struct Scanned {
     checked: u64,
     ids: Vec<Option<u64>>,
 }
 
 /// Scans one keyspace (entries or quarantine): checksum and decode of every
-/// record, continuity, and that the index maps each record's message id back
+/// record, continuity, and that the index maps each record's dedup key back
 /// to it.
 ///
 /// Safe to run while appends go on: a group commit makes its records, index
@@ -112,33 +119,34 @@ fn scan(
             problems.push(missing(kind, expected, seq - 1));
             ids.resize(seq as usize, None);
         }
-        let id = match record::decode_message_id(kind, &value) {
-            Ok(id) => id,
+        let (topic, id) = match record::decode_dedup_key(kind, &value) {
+            Ok(key) => key,
             Err(reason) => {
                 problems.push(format!("{kind} seq {seq}: {reason}"));
                 ids.push(None);
                 continue;
             }
         };
+        let topic_name = topic.name();
         match tree
-            .get(record::index_key(&id))
+            .get(record::index_key(topic, &id))
             .map_err(LogError::storage(dir))?
         {
             None => problems.push(format!(
-                "{kind} seq {seq}: message id {id:?} is missing from the message-id index"
+                "{kind} seq {seq}: message id {id:?} on {topic_name} is missing from the message-id index"
             )),
             Some(v) => match parse_index_value(&v) {
                 Some((k, s)) if k == kind && s == seq => {}
                 Some((k, s)) => problems.push(format!(
-                    "{kind} seq {seq}: message id {id:?} is indexed at {k} seq {s} instead"
+                    "{kind} seq {seq}: message id {id:?} on {topic_name} is indexed at {k} seq {s} instead"
                 )),
                 None => problems.push(format!(
-                    "{kind} seq {seq}: the index value of message id {id:?} is malformed ({:?})",
+                    "{kind} seq {seq}: the index value of message id {id:?} on {topic_name} is malformed ({:?})",
                     &v[..]
                 )),
             },
         }
-        ids.push(Some(id_hash(&id)));
+        ids.push(Some(key_hash(topic, &id)));
     }
     let seen = ids.len() as u64;
     if seen < next_before {
@@ -177,13 +185,17 @@ pub(crate) fn verify(dir: &Path, tree: &sled::Tree) -> Result<VerifyReport, LogE
     for kv in tree.scan_prefix([INDEX]) {
         let (key, value) = kv.map_err(LogError::storage(dir))?;
         index_checked += 1;
-        let Ok(id) = std::str::from_utf8(&key[1..]) else {
-            problems.push(format!("index key {key:?} is not UTF-8"));
-            continue;
+        let (topic, id) = match parse_index_key(&key) {
+            Ok(parsed) => parsed,
+            Err(reason) => {
+                problems.push(reason);
+                continue;
+            }
         };
+        let topic_name = topic.name();
         let Some((kind, seq)) = parse_index_value(&value) else {
             problems.push(format!(
-                "index of message id {id:?} has a malformed value {:?}",
+                "index of message id {id:?} on {topic_name} has a malformed value {:?}",
                 &value[..]
             ));
             continue;
@@ -193,26 +205,27 @@ pub(crate) fn verify(dir: &Path, tree: &sled::Tree) -> Result<VerifyReport, LogE
             RecordKind::Quarantine => &quarantine,
         };
         let stored = match usize::try_from(seq).ok().and_then(|s| scanned.ids.get(s)) {
-            Some(Some(hash)) if *hash == id_hash(id) => continue,
-            Some(Some(_)) => Some(Err("holds a different message id".to_string())),
+            Some(Some(hash)) if *hash == key_hash(topic, id) => continue,
+            Some(Some(_)) => Some(Err("holds a different message id or topic".to_string())),
             // Missing or corrupt: already reported by the scan.
             Some(None) => continue,
             // Beyond what the scan saw: appended since, or dangling.
             None => tree
                 .get(seq_key(kind, seq))
                 .map_err(LogError::storage(dir))?
-                .map(|record| record::decode_message_id(kind, &record)),
+                .map(|record| record::decode_dedup_key(kind, &record)),
         };
         match stored {
             None => problems.push(format!(
-                "index of message id {id:?} points at {kind} seq {seq}, which does not exist"
+                "index of message id {id:?} on {topic_name} points at {kind} seq {seq}, which does not exist"
             )),
-            Some(Ok(stored_id)) if stored_id == id => {}
-            Some(Ok(stored_id)) => problems.push(format!(
-                "index of message id {id:?} points at {kind} seq {seq}, which holds message id {stored_id:?}"
+            Some(Ok((stored_topic, stored_id))) if stored_topic == topic && stored_id == id => {}
+            Some(Ok((stored_topic, stored_id))) => problems.push(format!(
+                "index of message id {id:?} on {topic_name} points at {kind} seq {seq}, which holds message id {stored_id:?} on {}",
+                stored_topic.name()
             )),
             Some(Err(reason)) => problems.push(format!(
-                "index of message id {id:?} points at {kind} seq {seq}, which {reason}"
+                "index of message id {id:?} on {topic_name} points at {kind} seq {seq}, which {reason}"
             )),
         }
     }

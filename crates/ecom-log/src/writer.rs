@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
 
+use ecom_core::Topic;
 use tokio::sync::{oneshot, watch};
 
 use crate::record::{
@@ -23,9 +24,10 @@ use crate::record::{
 };
 use crate::{AppendOutcome, LogError};
 
-/// A message ready for the writer: its id (the dedup key) and its encoded
-/// record.
+/// A message ready for the writer: its topic and id (the dedup key) and its
+/// encoded record.
 pub(crate) struct Prepared {
+    pub(crate) topic: Topic,
     pub(crate) message_id: String,
     pub(crate) kind: RecordKind,
     pub(crate) record: Vec<u8>,
@@ -73,6 +75,15 @@ impl Shared {
                 .cloned()
                 .unwrap_or_else(|| "the writer thread panicked or was shut down".to_string()),
         }
+    }
+
+    /// The error a failpoint injects: an I/O error on sled's data file, as
+    /// a failing disk would give.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    fn injected(&self, failpoint: &str, arg: Option<String>) -> LogError {
+        let path = self.durability.db_dir.join("db");
+        let what = arg.unwrap_or_else(|| "injected failure".to_string());
+        LogError::io(&path)(io::Error::other(format!("failpoint {failpoint}: {what}")))
     }
 
     pub(crate) fn checkpoint(&self) -> std::sync::MutexGuard<'_, u64> {
@@ -185,6 +196,10 @@ impl Writer {
                 Err(e) => {
                     tracing::error!(dir = %self.shared.dir.display(), error = %e, "group commit failed; the log writer stops");
                     let _ = self.shared.failure.set(e.to_string());
+                    let e = LogError::CommitFailed {
+                        dir: self.shared.dir.clone(),
+                        cause: Box::new(e),
+                    };
                     for request in group {
                         let _ = request.reply.send(Err(e.clone()));
                     }
@@ -200,8 +215,8 @@ impl Writer {
         let dir = &self.shared.dir;
         let tree: &sled::Tree = &self.db;
         let mut batch = sled::Batch::default();
-        // Message ids written by this group (not yet visible in the tree).
-        let mut in_group: HashSet<String> = HashSet::new();
+        // Dedup keys written by this group (not yet visible in the tree).
+        let mut in_group: HashSet<(Topic, String)> = HashSet::new();
         let mut next_seq = self.next_seq;
         let mut next_quarantine_seq = self.next_quarantine_seq;
         let mut duplicates = self.duplicates;
@@ -210,13 +225,15 @@ impl Writer {
         for request in group.iter_mut() {
             let mut out = Vec::with_capacity(request.items.len());
             for Prepared {
+                topic,
                 message_id,
                 kind,
                 record,
             } in std::mem::take(&mut request.items)
             {
-                let ikey = index_key(&message_id);
-                if in_group.contains(&message_id)
+                let ikey = index_key(topic, &message_id);
+                let dedup_key = (topic, message_id);
+                if in_group.contains(&dedup_key)
                     || tree.contains_key(&ikey).map_err(LogError::storage(dir))?
                 {
                     duplicates += 1;
@@ -237,7 +254,7 @@ impl Writer {
                 };
                 batch.insert(&seq_key(kind, seq)[..], record);
                 batch.insert(ikey, &index_value(kind, seq)[..]);
-                in_group.insert(message_id);
+                in_group.insert(dedup_key);
             }
             outcomes.push(out);
         }
@@ -251,7 +268,24 @@ impl Writer {
         // All or nothing, also across a crash (sled documents this for
         // `apply_batch`).
         tree.apply_batch(batch).map_err(LogError::storage(dir))?;
-        self.shared.flush_durably(&self.db)?;
+        // `Shared::flush_durably`, spelled out so that the failpoints sit
+        // between its steps. Test seams (no-ops unless built with the
+        // `failpoints` feature):
+        // make the commit fail before anything is flushed, after sled wrote
+        // its log but before our fdatasync, or once everything is durable
+        // but before anyone is answered.
+        fail::fail_point!("log::group_commit", |arg| Err(self
+            .shared
+            .injected("log::group_commit", arg)));
+        self.db.flush().map_err(LogError::storage(dir))?;
+        fail::fail_point!("log::after_write_before_fsync", |arg| Err(self
+            .shared
+            .injected("log::after_write_before_fsync", arg)));
+        self.shared.durability.sync()?;
+        self.shared.flushes.fetch_add(1, Ordering::Relaxed);
+        fail::fail_point!("log::after_fsync_before_ack", |arg| Err(self
+            .shared
+            .injected("log::after_fsync_before_ack", arg)));
 
         // Durable: publish.
         self.next_seq = next_seq;

@@ -104,9 +104,35 @@ pub async fn setup(
                 c.keyspace,
                 c.contact_points.join(",")
             );
+            if let Some(warning) = ecom_cassandra::check_serial_consistency_for(&c).await? {
+                eprintln!("warning: {warning}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The warnings `status` gives about the configuration: LOCAL_SERIAL on a
+/// keyspace replicated to several datacenters (see
+/// `ecom_cassandra::topology`). Best effort: a Cassandra that cannot be
+/// asked is reported as a warning too, not as a failure of `status`.
+async fn configuration_warnings(cfg: &Config) -> Vec<String> {
+    if cfg.store != StoreKind::Cassandra {
+        return Vec::new();
+    }
+    let checked = match cassandra_config(cfg) {
+        Ok(c) => ecom_cassandra::check_serial_consistency_for(&c)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(None) => Vec::new(),
+        Ok(Some(warning)) => vec![warning.to_string()],
+        Err(e) => vec![format!(
+            "cannot check the keyspace's replication against the serial consistency: {e:#}"
+        )],
+    }
 }
 
 /// Default projector concurrency: the embedded store gains nothing from it;
@@ -388,11 +414,44 @@ pub enum LogCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Convert a log written by an older release to the current on-disk
+    /// format, in place (format 1 to 2: the message-id index is rebuilt,
+    /// keyed by topic and message id). Stop the pipeline first; running it on
+    /// a current log does nothing.
+    Upgrade {
+        /// The log directory (default: the configured log dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 pub async fn log(cfg: &Config, cmd: LogCommand) -> anyhow::Result<ExitCode> {
-    let LogCommand::Verify { dir } = cmd;
-    let dir = dir.unwrap_or_else(|| cfg.log_dir.clone());
+    let dir = match cmd {
+        LogCommand::Verify { dir } => dir.unwrap_or_else(|| cfg.log_dir.clone()),
+        LogCommand::Upgrade { dir } => {
+            let dir = dir.unwrap_or_else(|| cfg.log_dir.clone());
+            let report = Log::upgrade(&dir)?;
+            if report.upgraded() {
+                println!(
+                    "upgraded the log in {} from format {} to {}: index rebuilt for {} entries and {} quarantined messages ({} old index keys removed); run `ecom-pipeline log verify --dir {}` to check it, then start the pipeline",
+                    dir.display(),
+                    report.from_version,
+                    report.to_version,
+                    report.entries,
+                    report.quarantined,
+                    report.old_index_keys,
+                    dir.display()
+                );
+            } else {
+                println!(
+                    "the log in {} is already in format {}; nothing to do",
+                    dir.display(),
+                    report.to_version
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     // Open without the tail check so a damaged log can still be examined.
     let log = Log::open(
         &dir,
@@ -445,6 +504,9 @@ pub struct StatusReport {
     pub projector: Option<serde_json::Value>,
     pub ingest: Option<serde_json::Value>,
     pub updated_at_ms: i64,
+    /// Configuration problems `status` found (not written by `run`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 pub fn status_from_log(log: &Log) -> StatusReport {
@@ -476,7 +538,7 @@ pub async fn add_store_counts<S: FactStore>(
 }
 
 pub async fn status(cfg: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let report = match Log::open(&cfg.log_dir, LogOptions::default()) {
+    let mut report = match Log::open(&cfg.log_dir, LogOptions::default()) {
         Ok(log) => {
             let mut r = status_from_log(&log);
             drop(log);
@@ -498,6 +560,10 @@ pub async fn status(cfg: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode>
         }
         Err(e) => return Err(e.into()),
     };
+    report.warnings = configuration_warnings(cfg).await;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -89,7 +89,9 @@ pub struct GlobalArgs {
     /// Consistency of writes and scans (default LOCAL_QUORUM).
     #[arg(long, global = true, env = "ECOM_CASSANDRA_CONSISTENCY")]
     pub cassandra_consistency: Option<String>,
-    /// Serial consistency of lightweight transactions (default LOCAL_SERIAL).
+    /// Serial consistency of lightweight transactions (default LOCAL_SERIAL,
+    /// linearizable within one datacenter only: use SERIAL when instances
+    /// run in more than one datacenter).
     #[arg(long, global = true, env = "ECOM_CASSANDRA_SERIAL_CONSISTENCY")]
     pub cassandra_serial_consistency: Option<String>,
     /// Most Cassandra requests in flight.

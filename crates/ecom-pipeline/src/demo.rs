@@ -151,7 +151,7 @@ pub async fn demo<S: FactStore>(
     let mut last_progress = Instant::now();
     loop {
         let settled = broker.drained() && instances.iter().all(|i| i.caught_up());
-        if settled || instances.iter().any(|i| i.projector_failed()) {
+        if settled || instances.iter().any(|i| i.failed()) {
             break;
         }
         if !args.json && last_progress.elapsed() >= Duration::from_secs(1) {

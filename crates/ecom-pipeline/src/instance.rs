@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use ecom_ingest::{Delivery, IngestCounters, IngestOptions, run_ingest};
+use anyhow::Context;
+use ecom_ingest::{Delivery, IngestCounters, IngestError, IngestOptions, run_ingest};
 use ecom_log::Log;
 use ecom_projector::{Applier, Notification, Projector, ProjectorOptions};
 use ecom_store::FactStore;
@@ -16,7 +17,7 @@ pub struct Instance<S> {
     pub log: Log,
     pub projector: Arc<Projector<S>>,
     pub counters: Arc<IngestCounters>,
-    ingest: JoinHandle<()>,
+    ingest: JoinHandle<Result<(), IngestError>>,
     projection: JoinHandle<anyhow::Result<()>>,
     /// Stops the projector (after the ingest side drained).
     projector_cancel: CancellationToken,
@@ -71,17 +72,22 @@ impl<S: FactStore> Instance<S> {
         self.log.checkpoint() >= self.log.next_seq()
     }
 
-    /// The projector stopped on its own: a fatal error (`shutdown` returns it).
-    pub fn projector_failed(&self) -> bool {
-        self.projection.is_finished()
+    /// Ingest or the projector stopped on its own, which only a fatal error
+    /// makes them do (a log that can no longer be written, a store error
+    /// that retrying cannot fix): cancel, and `shutdown` returns the error.
+    pub fn failed(&self) -> bool {
+        self.projection.is_finished() || self.ingest.is_finished()
     }
 
     /// Waits for ingest to settle its last batch, then stops the projector
-    /// at a checkpoint.
+    /// at a checkpoint. A fatal error of ingest comes first (it is the cause
+    /// when both failed), then the projector's.
     pub async fn shutdown(self) -> anyhow::Result<Log> {
-        self.ingest.await?;
+        let ingest = self.ingest.await?;
         self.projector_cancel.cancel();
-        self.projection.await??;
+        let projection = self.projection.await?;
+        ingest.context("the pipeline stopped; exiting non-zero so that it is restarted")?;
+        projection?;
         Ok(self.log)
     }
 }

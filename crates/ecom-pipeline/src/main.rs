@@ -99,7 +99,38 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Environment variable that arms the durable log's failpoints, in the
+/// `fail` crate's syntax: `name=actions[;name=actions…]`, e.g.
+/// `log::group_commit=return`. For fault-injection tests of the binary.
+const FAILPOINTS_ENV: &str = "ECOM_FAILPOINTS";
+
+/// Arms the failpoints named in [`FAILPOINTS_ENV`], if it is set. Only a
+/// build with ecom-log's `failpoints` feature has them (`cargo test` of this
+/// crate turns it on); any other build refuses rather than run without the
+/// faults it was asked for.
+fn arm_failpoints() -> anyhow::Result<()> {
+    let Some(spec) = std::env::var_os(FAILPOINTS_ENV) else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        ecom_log::FAILPOINTS,
+        "{FAILPOINTS_ENV} is set, but this build has no failpoints (only test builds, with ecom-log's `failpoints` feature, do); unset {FAILPOINTS_ENV}"
+    );
+    let spec = spec.to_string_lossy();
+    for item in spec.split(';').filter(|s| !s.trim().is_empty()) {
+        let (name, actions) = item.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("{FAILPOINTS_ENV}: expected `name=actions`, found {item:?}")
+        })?;
+        let (name, actions) = (name.trim(), actions.trim());
+        fail::cfg(name, actions)
+            .map_err(|e| anyhow::anyhow!("{FAILPOINTS_ENV}: failpoint {name}: {e}"))?;
+        tracing::warn!(failpoint = name, actions, "failpoint armed");
+    }
+    Ok(())
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    arm_failpoints()?;
     let cfg = Config::resolve(&cli.global)?;
     match cli.command {
         Command::Demo(args) => commands::demo(&cfg, &args).await,

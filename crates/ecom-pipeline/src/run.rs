@@ -5,6 +5,12 @@
 //! checkpoint, and exits 0. A second signal exits at once, which is safe:
 //! nothing is acknowledged before it is on disk, and the projector resumes
 //! from its checkpoint.
+//!
+//! Failure: when ingest or the projector stops on its own (a fatal error:
+//! e.g. a failed log commit stops the log writer, after which nothing can be
+//! acknowledged), everything else is cancelled and stopped the same way, and
+//! `run` returns that error, so the process exits non-zero and a supervisor
+//! restarts it; opening the log on restart re-verifies it.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -148,7 +154,7 @@ async fn run_with<S: FactStore>(
             _ = tick.tick() => {}
             _ = cancel.cancelled() => break,
         }
-        if instance.projector_failed() {
+        if instance.failed() {
             cancel.cancel();
             break;
         }
@@ -186,7 +192,7 @@ async fn run_with<S: FactStore>(
     let source_result = source.await?;
     let projector = instance.projector.clone();
     let counters = instance.counters.clone();
-    let log = instance.shutdown().await?;
+    let stopped = instance.shutdown().await;
     // The projector stopped, so nothing more will be queued: let the
     // notifier drain and flush what is.
     notifier_cancel.cancel();
@@ -199,6 +205,9 @@ async fn run_with<S: FactStore>(
         }
     }
     signals.abort();
+    // A fatal error of ingest or the projector is the cause of whatever the
+    // source reports (it sees ingest's channel close), so it comes first.
+    let log = stopped?;
     let mut report = status_from_log(&log);
     add_store_counts(&mut report, store.as_ref()).await.ok();
     report.projector = serde_json::to_value(projector.status()).ok();

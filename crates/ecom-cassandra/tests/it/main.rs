@@ -7,3 +7,4 @@ mod common;
 mod config;
 mod state;
 mod throughput;
+mod topology;

@@ -2,6 +2,8 @@ use std::path::Path;
 
 use ecom_log::{Log, LogError, LogOptions};
 
+use ecom_core::Topic;
+
 use crate::support::{entry_key, index_key, open, valid_batch, with_raw_db};
 
 /// Ten entries, checkpoint at 3, log closed.
@@ -120,14 +122,15 @@ async fn index_inconsistencies_are_named_by_verify() {
     let dir = tempfile::tempdir().unwrap();
     ten_entries_checkpoint_3(dir.path()).await;
     with_raw_db(dir.path(), |db| {
-        db.remove(index_key("m-2")).unwrap();
+        db.remove(index_key(Topic::Orders, "m-2")).unwrap();
         let mut dangling = vec![b'e'];
         dangling.extend_from_slice(&99u64.to_be_bytes());
-        db.insert(index_key("ghost"), dangling).unwrap();
+        db.insert(index_key(Topic::Orders, "ghost"), dangling)
+            .unwrap();
         // "m-8" now claims entry 4, which holds "m-4".
         let mut wrong = vec![b'e'];
         wrong.extend_from_slice(&4u64.to_be_bytes());
-        db.insert(index_key("m-8"), wrong).unwrap();
+        db.insert(index_key(Topic::Orders, "m-8"), wrong).unwrap();
     });
     let report = open(dir.path()).verify().unwrap();
     let mut problems = report.problems.clone();
@@ -135,10 +138,10 @@ async fn index_inconsistencies_are_named_by_verify() {
     assert_eq!(
         problems,
         [
-            r#"entry seq 2: message id "m-2" is missing from the message-id index"#,
-            r#"entry seq 8: message id "m-8" is indexed at entry seq 4 instead"#,
-            r#"index of message id "ghost" points at entry seq 99, which does not exist"#,
-            r#"index of message id "m-8" points at entry seq 4, which holds a different message id"#,
+            r#"entry seq 2: message id "m-2" on orders_data is missing from the message-id index"#,
+            r#"entry seq 8: message id "m-8" on orders_data is indexed at entry seq 4 instead"#,
+            r#"index of message id "ghost" on orders_data points at entry seq 99, which does not exist"#,
+            r#"index of message id "m-8" on orders_data points at entry seq 4, which holds a different message id or topic"#,
         ]
     );
 }
@@ -157,7 +160,7 @@ async fn unknown_format_version_is_refused_on_open() {
             err,
             LogError::FormatVersion {
                 found: 99,
-                expected: 1,
+                expected: 2,
                 ..
             }
         ),

@@ -1,7 +1,7 @@
 use ecom_log::AppendOutcome::{Appended, Duplicate, Quarantined};
 use ecom_log::Incoming;
 
-use crate::support::{message, message_ids, open, valid};
+use crate::support::{message, message_ids, open, payment_message, valid};
 
 #[tokio::test]
 async fn transport_duplicate_is_not_appended_and_is_counted() {
@@ -74,4 +74,58 @@ async fn duplicates_across_concurrent_callers_in_one_group_are_stored_once() {
     assert_eq!(appended, 1);
     assert_eq!(log.stats().duplicates_message_id, 19);
     assert_eq!(log.next_seq(), 1);
+}
+
+/// Pub/Sub message ids are unique within a topic, not across topics: an
+/// order and a payment with the same id are two messages, both stored (as
+/// entries or in quarantine), and each topic's redelivery is still a
+/// duplicate, also after reopening.
+#[tokio::test]
+async fn order_and_payment_with_the_same_message_id_are_both_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path());
+        let outcomes = log
+            .append(vec![
+                valid("shared-1"),
+                Incoming::Valid(payment_message("shared-1")),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(outcomes, [Appended(0), Appended(1)]);
+        // The quarantine is deduplicated with the same key.
+        let outcomes = log
+            .append(vec![
+                Incoming::Rejected(message("shared-2"), "malformed".into()),
+                Incoming::Rejected(payment_message("shared-2"), "malformed".into()),
+                Incoming::Valid(payment_message("shared-1")),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(outcomes, [Quarantined(0), Quarantined(1), Duplicate]);
+    }
+    let log = open(dir.path());
+    let outcomes = log
+        .append(vec![
+            valid("shared-1"),
+            Incoming::Valid(payment_message("shared-1")),
+            Incoming::Valid(payment_message("shared-2")),
+            valid("shared-2"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [Duplicate, Duplicate, Duplicate, Duplicate]);
+    let entries = log.read_from(0, 10).unwrap();
+    let stored: Vec<_> = entries
+        .iter()
+        .map(|e| (e.message.topic.name(), e.message.message_id.as_str()))
+        .collect();
+    assert_eq!(
+        stored,
+        [("orders_data", "shared-1"), ("payments_data", "shared-1")]
+    );
+    assert_eq!(log.stats().duplicates_message_id, 5);
+    let report = log.verify().unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.index_checked, 4);
 }

@@ -11,3 +11,4 @@ mod group_commit;
 mod lock;
 mod quarantine;
 mod support;
+mod upgrade;

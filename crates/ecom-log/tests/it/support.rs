@@ -41,11 +41,89 @@ pub fn entry_key(seq: u64) -> Vec<u8> {
     key
 }
 
-/// The sled key of message id `id` in the index: `'i' ++ id`.
-pub fn index_key(id: &str) -> Vec<u8> {
-    let mut key = vec![b'i'];
+/// The byte of a topic in index keys: 'o' orders_data, 'p' payments_data.
+pub fn topic_byte(topic: Topic) -> u8 {
+    match topic {
+        Topic::Orders => b'o',
+        Topic::Payments => b'p',
+    }
+}
+
+/// The sled key of message id `id` of `topic` in the index (format 2):
+/// `'i' ++ topic byte ++ id`.
+pub fn index_key(topic: Topic, id: &str) -> Vec<u8> {
+    let mut key = vec![b'i', topic_byte(topic)];
     key.extend_from_slice(id.as_bytes());
     key
+}
+
+/// A payment-topic copy of [`message`]: same shape, same id if given the same.
+pub fn payment_message(id: &str) -> RawMessage {
+    RawMessage {
+        topic: Topic::Payments,
+        data: format!(r#"{{"payment_id": 9, "order_id": 7, "message": "{id}"}}"#).into_bytes(),
+        ..message(id)
+    }
+}
+
+/// Writes, with sled directly, a log in on-disk format 1: the records and
+/// meta values of today's format, but the message-id index keyed by
+/// message id alone (`'i' ++ id`). A fixture of what older releases left
+/// on disk, independent of the crate's own encoder. `dir` must not hold a
+/// log yet.
+pub fn write_format_1_log(
+    dir: &Path,
+    entries: &[(RawMessage, i64)],
+    quarantined: &[(RawMessage, &str, i64)],
+    checkpoint: u64,
+    duplicates: u64,
+) {
+    use bincode::Options;
+    // Record: version 1, CRC32 (LE) of the payload, bincode payload with
+    // fields in order (a tuple encodes like the struct).
+    fn record<T: serde::Serialize>(payload: &T) -> Vec<u8> {
+        let payload = bincode::DefaultOptions::new().serialize(payload).unwrap();
+        let mut out = vec![1u8];
+        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        out.extend_from_slice(&payload);
+        out
+    }
+    fn seq_key(prefix: u8, seq: u64) -> Vec<u8> {
+        let mut key = vec![prefix];
+        key.extend_from_slice(&seq.to_be_bytes());
+        key
+    }
+    fn old_index_key(id: &str) -> Vec<u8> {
+        let mut key = vec![b'i'];
+        key.extend_from_slice(id.as_bytes());
+        key
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    with_raw_db(dir, |db| {
+        assert!(db.is_empty(), "write_format_1_log wants an empty directory");
+        for (seq, (message, appended_at_ms)) in entries.iter().enumerate() {
+            let key = seq_key(b'e', seq as u64);
+            db.insert(&key, record(&(appended_at_ms, message))).unwrap();
+            db.insert(old_index_key(&message.message_id), key).unwrap();
+        }
+        for (seq, (message, reason, appended_at_ms)) in quarantined.iter().enumerate() {
+            let key = seq_key(b'q', seq as u64);
+            db.insert(&key, record(&(appended_at_ms, reason, message)))
+                .unwrap();
+            db.insert(old_index_key(&message.message_id), key).unwrap();
+        }
+        db.insert(b"mformat_version", &1u32.to_be_bytes()[..])
+            .unwrap();
+        for (name, value) in [
+            ("next_seq", entries.len() as u64),
+            ("next_quarantine_seq", quarantined.len() as u64),
+            ("checkpoint", checkpoint),
+            ("duplicates_message_id", duplicates),
+        ] {
+            db.insert(format!("m{name}"), &value.to_be_bytes()[..])
+                .unwrap();
+        }
+    });
 }
 
 /// Opens `<dir>/db` with sled directly (the log must be closed), to damage

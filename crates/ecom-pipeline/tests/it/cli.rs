@@ -227,3 +227,128 @@ fn sigterm_stops_cleanly_and_a_second_owner_is_refused_with_the_pid() {
             .success()
     );
 }
+
+/// A failed group commit of the log (injected through ecom-log's failpoint
+/// `log::group_commit`, armed by ECOM_FAILPOINTS) stops the log writer.
+/// `run` must then exit by itself, non-zero, with an error that names the
+/// log directory, says what failed and that a restart re-verifies the log,
+/// instead of nacking every redelivery forever. The restart's open and
+/// `log verify` then accept the log.
+#[test]
+fn failed_log_commit_makes_run_exit_non_zero_naming_the_log_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, store) = dirs(tmp.path());
+    let child = bin()
+        .env("ECOM_FAILPOINTS", "log::group_commit=return")
+        .args([
+            "run",
+            "--orders",
+            "200",
+            "--log-dir",
+            &log,
+            "--store-dir",
+            &store,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ecom-pipeline run");
+    let pid = child.id().to_string();
+    let (done, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let Ok(out) = exited.recv_timeout(Duration::from_secs(60)) else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!("run kept running for 60 s after its log writer stopped");
+    };
+    let out = out.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(out.status.code(), Some(1), "a fatal log error exits 1");
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .expect("an error line");
+    for needed in [
+        log.as_str(),
+        "group commit",
+        "log::group_commit",
+        "re-verifies",
+    ] {
+        assert!(
+            error.contains(needed),
+            "the error names {needed:?}: {error}"
+        );
+    }
+
+    // The restart: the log opens (verifying it) and verifies in full.
+    assert!(run(&["log", "verify", "--log-dir", &log]).status.success());
+    assert!(
+        run(&["status", "--log-dir", &log, "--store-dir", &store])
+            .status
+            .success()
+    );
+}
+
+/// Rewrites a closed log's message-id index into on-disk format 1
+/// (`'i' ++ message_id`, no topic byte) and marks it format 1, with sled
+/// directly: what a log written by an older release looks like.
+fn downgrade_to_format_1(log_dir: &Path) {
+    let db = sled::open(log_dir.join("db")).expect("raw sled open");
+    let keys: Vec<_> = db.scan_prefix(b"i").map(|kv| kv.unwrap()).collect();
+    assert!(!keys.is_empty());
+    for (key, value) in keys {
+        let mut old = vec![b'i'];
+        old.extend_from_slice(&key[2..]);
+        db.remove(&key).unwrap();
+        assert!(
+            db.insert(old, value).unwrap().is_none(),
+            "the embedded broker's ids are unique across topics"
+        );
+    }
+    db.insert(b"mformat_version", &1u32.to_be_bytes()[..])
+        .unwrap();
+    db.flush().unwrap();
+}
+
+/// A log from an older release (format 1) is refused with the command that
+/// upgrades it; `log upgrade` converts it in place, after which it verifies,
+/// the store still equals its fold, and a second upgrade does nothing.
+#[test]
+fn format_1_log_is_refused_until_log_upgrade_converts_it_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, store) = dirs(tmp.path());
+    let base = ["--log-dir", &log, "--store-dir", &store];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = extra.to_vec();
+        a.extend_from_slice(&base);
+        run(&a)
+    };
+    assert!(
+        with(&["run", "--orders", "100", "--stop-after-idle", "1s"])
+            .status
+            .success()
+    );
+    downgrade_to_format_1(&tmp.path().join("log"));
+
+    let refused = with(&["status"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains(&format!("ecom-pipeline log upgrade --dir {log}")),
+        "names the command: {err}"
+    );
+
+    let upgrade = with(&["log", "upgrade", "--dir", &log]);
+    assert!(upgrade.status.success());
+    assert!(String::from_utf8_lossy(&upgrade.stdout).contains("from format 1 to 2"));
+    assert!(with(&["log", "verify", "--dir", &log]).status.success());
+    assert!(
+        with(&["verify"]).status.success(),
+        "every entry is still there"
+    );
+    let again = with(&["log", "upgrade", "--dir", &log]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
+}

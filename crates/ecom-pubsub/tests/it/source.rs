@@ -144,7 +144,7 @@ async fn redelivered_messages_land_once_in_the_log() {
         .unwrap()
         .unwrap();
     let nacked = failer.await.unwrap();
-    ingest.await.unwrap();
+    ingest.await.unwrap().expect("ingest ends cleanly");
 
     let stats = log.stats();
     assert_eq!(stats.entries + stats.rejected, n, "{stats:?}");
@@ -326,7 +326,7 @@ async fn throughput_of_source_into_ingest() {
     let acked = started.elapsed();
     cancel.cancel();
     source.await.unwrap().unwrap();
-    ingest.await.unwrap();
+    ingest.await.unwrap().expect("ingest ends cleanly");
     let stats = log.stats();
     eprintln!(
         "run_source + run_ingest: {n} messages in the log after {:.2} s = {:.0} msg/s (all acked after {:.2} s); \
