@@ -166,7 +166,7 @@ pub async fn check_serial_consistency(
 pub async fn check_serial_consistency_for(
     cfg: &CassandraConfig,
 ) -> Result<Option<SerialConsistencyWarning>, TopologyError> {
-    let session = crate::store::open_session(cfg).await?;
+    let session = crate::session::open_session(cfg).await?;
     check_serial_consistency(&session, &cfg.keyspace, cfg.serial_consistency).await
 }
 

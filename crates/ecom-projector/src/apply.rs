@@ -6,11 +6,11 @@
 //! repairs). This module only executes a [`ecom_core::Plan`] against a
 //! store:
 //!
-//! 1. Take the current state: for a group that starts with an order whose
-//!    id this applier has not seen a state row for, assume there is none (a
-//!    new order is the common case, and `insert_state` returns the row when
-//!    there is one); otherwise read it (a plain read: the conditional write
-//!    validates whatever it feeds).
+//! 1. Take the current state: the one this applier last wrote or read for
+//!    the id (a small cache), else for a group that starts with an order
+//!    assume there is none (a new order is the common case, and
+//!    `insert_state` returns the row when there is one), else read it (a
+//!    plain read). Whichever it is, the conditional write validates it.
 //! 2. Plan, and write the current revision's pending views (they complete
 //!    the previous transition; rule 4). If nothing changes, stop there: a
 //!    redelivered event costs no conditional write.
@@ -24,7 +24,7 @@
 //! A crash anywhere leaves the state at some revision and the views at or
 //! behind it; re-applying the log from the checkpoint converges (rule 5).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ecom_core::{ApplyStats, Entry, Event, PaymentVersion, StoredState, ViewWrite, plan, touch_ts};
@@ -45,16 +45,24 @@ pub enum Notification {
     Conflict(Entry),
 }
 
-/// Order ids remembered as having a state row, at most; the set is
-/// forgotten when full (it is only a hint for which first step is cheaper).
-const KNOWN_IDS: usize = 1 << 17;
+/// State rows remembered per applier, at most; the cache is emptied when
+/// full. It only saves reads: every use is validated by a conditional write.
+const CACHED_STATES: usize = 8192;
 
-/// Applies events to a store. Cheap to clone; clones share the hint of
-/// which order ids have a state row.
+/// A state this applier read or wrote, and whether the views of its
+/// revision are known to be written.
+#[derive(Clone)]
+struct Cached {
+    state: StoredState,
+    views_done: bool,
+}
+
+/// Applies events to a store. Cheap to clone; clones share a small cache of
+/// the states they wrote or read.
 pub struct Applier<S> {
     store: Arc<S>,
     notify: Option<mpsc::UnboundedSender<Notification>>,
-    known: Arc<Mutex<HashSet<i64>>>,
+    cache: Arc<Mutex<HashMap<i64, Cached>>>,
 }
 
 impl<S> Clone for Applier<S> {
@@ -62,7 +70,7 @@ impl<S> Clone for Applier<S> {
         Applier {
             store: self.store.clone(),
             notify: self.notify.clone(),
-            known: self.known.clone(),
+            cache: self.cache.clone(),
         }
     }
 }
@@ -72,20 +80,28 @@ impl<S: FactStore> Applier<S> {
         Applier {
             store,
             notify: None,
-            known: Arc::new(Mutex::new(HashSet::new())),
+            cache: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    fn is_known(&self, order_id: i64) -> bool {
-        self.known.lock().expect("known ids").contains(&order_id)
+    fn cached(&self, order_id: i64) -> Option<Cached> {
+        self.cache
+            .lock()
+            .expect("state cache")
+            .get(&order_id)
+            .cloned()
     }
 
-    fn remember(&self, order_id: i64) {
-        let mut known = self.known.lock().expect("known ids");
-        if known.len() >= KNOWN_IDS {
-            known.clear();
+    fn cache(&self, order_id: i64, state: StoredState, views_done: bool) {
+        let mut cache = self.cache.lock().expect("state cache");
+        if cache.len() >= CACHED_STATES && !cache.contains_key(&order_id) {
+            cache.clear();
         }
-        known.insert(order_id);
+        cache.insert(order_id, Cached { state, views_done });
+    }
+
+    fn forget(&self, order_id: i64) {
+        self.cache.lock().expect("state cache").remove(&order_id);
     }
 
     /// Sends parked payments and recorded conflicts to `tx` as well.
@@ -116,35 +132,48 @@ impl<S: FactStore> Applier<S> {
     /// conditional write. Idempotent.
     pub async fn apply_group(&self, order_id: i64, events: &[Event]) -> Result<ApplyStats> {
         debug_assert!(events.iter().all(|e| e.order_id() == order_id));
-        // An order for an id this applier has not seen a state row for is
-        // most likely new: try the insert first (a rejection returns the
-        // row). Anything else reads first.
-        let mut current: Option<StoredState> = match events.first() {
-            Some(Event::Order(_)) if !self.is_known(order_id) => None,
-            _ => self.store.read_state(order_id).await?,
+        // The state this applier last wrote or read for the id, if it still
+        // remembers it; else, for an order, assume a new id and try the
+        // insert first (a rejection returns the row); else read. Any of
+        // these may be stale: the conditional write validates it.
+        let (mut current, mut views_done) = match self.cached(order_id) {
+            Some(c) => (Some(c.state), c.views_done),
+            None => match events.first() {
+                Some(Event::Order(_)) => (None, true),
+                _ => (self.store.read_state(order_id).await?, false),
+            },
         };
-        if current.is_some() {
-            self.remember(order_id);
-        }
         let mut rejections = 0u32;
         loop {
             let plan = plan(order_id, current.as_ref(), events, now_ms())
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            // Rule 4: complete the current revision's views first.
-            if !plan.before.is_empty() {
+            // Rule 4: complete the current revision's views first (unless
+            // this applier wrote them itself).
+            if !views_done && !plan.before.is_empty() {
                 self.store.write_views(&plan.before).await?;
             }
-            let Some(next) = &plan.next else {
+            if let Some(s) = &current {
+                self.cache(order_id, s.clone(), true);
+            }
+            let Some(next) = plan.next else {
                 return Ok(plan.stats);
             };
             let cas = match &current {
-                None => self.store.insert_state(order_id, next).await?,
-                Some(s) => self.store.update_state(order_id, s.revision, next).await?,
+                None => self.store.insert_state(order_id, &next).await?,
+                Some(s) => self.store.update_state(order_id, s.revision, &next).await?,
             };
             match cas {
                 Cas::Applied => {
-                    self.remember(order_id);
                     self.store.write_views(&plan.after).await?;
+                    let revision = current.as_ref().map_or(0, |s| s.revision) + 1;
+                    self.cache(
+                        order_id,
+                        StoredState {
+                            revision,
+                            state: next,
+                        },
+                        true,
+                    );
                     for p in plan.parked {
                         self.emit(Notification::Parked(p));
                     }
@@ -154,6 +183,7 @@ impl<S: FactStore> Applier<S> {
                     return Ok(plan.stats);
                 }
                 Cas::Rejected(now) => {
+                    self.forget(order_id);
                     rejections += 1;
                     if rejections >= MAX_REJECTIONS {
                         return Err(StoreError::Other(format!(
@@ -165,6 +195,7 @@ impl<S: FactStore> Applier<S> {
                         Some(s) => Some(s),
                         None => self.store.read_state(order_id).await?,
                     };
+                    views_done = false;
                 }
             }
         }
