@@ -308,6 +308,18 @@ mod tests {
         assert_eq!(s.audit.len(), 1);
     }
 
+    /// Defect 5: Pub/Sub message ids are unique per topic only; an order
+    /// and a payment may carry the same id and are both events.
+    #[test]
+    fn the_same_message_id_on_two_topics_is_two_events() {
+        let mut m = Model::new();
+        assert!(m.apply(&order(9, "Shipped", "42", 1)));
+        assert!(m.apply(&payment(9, "42", 2)));
+        assert!(!m.apply(&payment(9, "42", 2)), "a redelivery is still one");
+        assert_eq!(m.messages(), 2);
+        assert_eq!(m.final_state().payments_joined(), 1);
+    }
+
     #[test]
     fn payment_without_order_is_parked_and_joined_when_order_arrives() {
         let mut m = Model::new();

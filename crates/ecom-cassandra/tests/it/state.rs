@@ -130,3 +130,46 @@ async fn the_newest_view_write_wins_in_any_arrival_order() {
     })
     .await;
 }
+
+/// Defect 6 of the old protocol: a plain write stamped by a coordinator
+/// whose clock runs ahead (here: one hour) shadowed a later LWT that
+/// reported success. Views now carry revision timestamps above any wall
+/// clock, so such a write is overridden by the next view write.
+#[tokio::test]
+async fn a_write_from_a_skewed_clock_never_shadows_a_view() {
+    init_tracing();
+    with_fresh_store(|store| async move {
+        let ahead_us = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64)
+            + 3_600_000_000;
+        let stmt = store
+            .session()
+            .prepare(format!(
+                "INSERT INTO {}.orders_payments_facts (order_id, item) VALUES (?, ?) USING TIMESTAMP ?",
+                store.keyspace()
+            ))
+            .await
+            .unwrap();
+        store
+            .session()
+            .execute_unpaged(&stmt, (5i64, "from a skewed clock", ahead_us))
+            .await
+            .unwrap();
+        let row = FactRow {
+            order: order(5, "o"),
+            payment: None,
+        };
+        assert!(view_ts(1) > ahead_us, "views are stamped above any wall clock");
+        store
+            .write_views(&[ViewWrite::Fact {
+                row: row.clone(),
+                ts: view_ts(1),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.scan_facts().await.unwrap(), vec![row]);
+    })
+    .await;
+}
