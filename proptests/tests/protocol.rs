@@ -170,6 +170,17 @@ fn winner_leaves_the_audit_when_the_process_dies_right_after_displacing() {
     });
 }
 
+/// (reads, conditional writes) of applying `m` with `applier`.
+async fn cost_on<S: FactStore>(
+    store: &Counting<S>,
+    applier: &Applier<Counting<S>>,
+    m: RawMessage,
+) -> (u64, u64) {
+    store.take();
+    applier.apply(&ev(&m)).await.unwrap();
+    store.take()
+}
+
 /// Counts conditional writes (Paxos rounds in Cassandra) and plain reads of
 /// the common paths, one event at a time.
 #[test]
@@ -177,14 +188,7 @@ fn common_paths_cost_at_most_one_conditional_write_per_event() {
     block_on(async {
         let store = Arc::new(Counting::new(SledStore::temporary().unwrap()));
         let applier = Applier::new(store.clone());
-        let cost = |m: RawMessage| {
-            let (store, applier) = (store.clone(), applier.clone());
-            async move {
-                store.take();
-                applier.apply(&ev(&m)).await.unwrap();
-                store.take()
-            }
-        };
+        let cost = |m: RawMessage| cost_on(&store, &applier, m);
         // (reads, conditional writes)
         assert_eq!(
             cost(order("o1", 1, 1, "Pending")).await,
@@ -224,49 +228,29 @@ fn common_paths_cost_at_most_one_conditional_write_per_event() {
         // Another instance's order for an id this one never saw: the
         // insert is rejected with the row (one round), then one update.
         let fresh = Applier::new(store.clone());
-        store.take();
-        fresh
-            .apply(&ev(&order("o4", 0, 1, "Shipped")))
-            .await
-            .unwrap();
+        let got = cost_on(&store, &fresh, order("o4", 0, 1, "Shipped")).await;
         assert_eq!(
-            store.take(),
+            got,
             (0, 2),
             "an unseen id's insert is rejected, then updated"
         );
-        store.take();
-        fresh
-            .apply(&ev(&order("o4", 0, 1, "Shipped")))
-            .await
-            .unwrap();
-        assert_eq!(
-            store.take(),
-            (0, 0),
-            "redelivered to that instance: nothing"
-        );
+        let got = cost_on(&store, &fresh, order("o4", 0, 1, "Shipped")).await;
+        assert_eq!(got, (0, 0), "redelivered to that instance: nothing");
         // A payment for an order another instance wrote: one plain read, one
         // conditional write.
         let other = Applier::new(store.clone());
-        store.take();
-        other
-            .apply(&ev(&payment("p9", 5, 1, "Card")))
-            .await
-            .unwrap();
+        let got = cost_on(&store, &other, payment("p9", 5, 1, "Card")).await;
         assert_eq!(
-            store.take(),
+            got,
             (1, 1),
             "a payment for an order this instance never saw"
         );
         // A stale cache costs one rejected write and a read, never a wrong
         // result: `fresh` still holds the revision before p9.
-        store.take();
-        fresh
-            .apply(&ev(&order("o5", 0, 1, "Delivered")))
-            .await
-            .unwrap();
+        let got = cost_on(&store, &fresh, order("o5", 0, 1, "Delivered")).await;
         // (The embedded store returns the current row with the rejection;
         // Cassandra returns only its revision, and the applier re-reads.)
-        let (reads, writes) = store.take();
+        let (reads, writes) = got;
         assert_eq!(writes, 2, "stale cache: rejected, then applied");
         assert!(reads <= 1);
     });

@@ -10,6 +10,8 @@
 
 pub mod decode;
 pub mod event;
+#[cfg(test)]
+mod fixtures;
 pub mod model;
 pub mod rule;
 pub mod state;

@@ -256,47 +256,7 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Order, Payment, Provenance};
-
-    fn order(id: i64, status: &str, msg: &str, t: i64) -> Event {
-        Event::Order(Versioned::new(
-            Order {
-                order_id: id,
-                customer_id: 1,
-                item: "Book".into(),
-                quantity: 1,
-                price: 9.5,
-                shipping_address: "x".into(),
-                order_status: status.into(),
-                creation_date: "2024-01-21".into(),
-                event_id: None,
-                version: None,
-            },
-            Provenance {
-                message_id: msg.into(),
-                publish_time_us: t,
-            },
-        ))
-    }
-
-    fn payment(order_id: i64, msg: &str, t: i64) -> Event {
-        Event::Payment(Versioned::new(
-            Payment {
-                payment_id: order_id + 1000,
-                order_id,
-                payment_method: "PayPal".into(),
-                card_last_four: "1234".into(),
-                payment_status: "Completed".into(),
-                payment_datetime: "2024-01-21T25:01:30Z".into(),
-                event_id: None,
-                version: None,
-            },
-            Provenance {
-                message_id: msg.into(),
-                publish_time_us: t,
-            },
-        ))
-    }
+    use crate::fixtures::{order, payment};
 
     #[test]
     fn earliest_published_order_wins_and_loser_is_audited() {
@@ -314,8 +274,11 @@ mod tests {
     fn the_same_message_id_on_two_topics_is_two_events() {
         let mut m = Model::new();
         assert!(m.apply(&order(9, "Shipped", "42", 1)));
-        assert!(m.apply(&payment(9, "42", 2)));
-        assert!(!m.apply(&payment(9, "42", 2)), "a redelivery is still one");
+        assert!(m.apply(&payment(9, "PayPal", "42", 2)));
+        assert!(
+            !m.apply(&payment(9, "PayPal", "42", 2)),
+            "a redelivery is still one"
+        );
         assert_eq!(m.messages(), 2);
         assert_eq!(m.final_state().payments_joined(), 1);
     }
@@ -323,7 +286,7 @@ mod tests {
     #[test]
     fn payment_without_order_is_parked_and_joined_when_order_arrives() {
         let mut m = Model::new();
-        m.apply(&payment(5, "p", 1));
+        m.apply(&payment(5, "PayPal", "p", 1));
         assert_eq!(m.final_state().parked.len(), 1);
         m.apply(&order(5, "Shipped", "o", 2));
         let s = m.final_state();
