@@ -174,7 +174,7 @@ fn dlq_reprocess_joins_parked_payments_whose_order_exists() {
             .await
             .unwrap();
         assert_eq!(store.scan_parked().await.unwrap().len(), 2);
-        let (joined, remaining, _) = Applier::new(store.clone())
+        let (joined, remaining) = Applier::new(store.clone())
             .reprocess_parked()
             .await
             .unwrap();

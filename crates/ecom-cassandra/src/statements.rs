@@ -237,20 +237,34 @@ impl Statements {
                 format!("SELECT order_id FROM {parked}"),
             )
             .await?,
-            any: [
-                p("is_empty", Mode::Read, format!("SELECT order_id FROM {} LIMIT 1", tables[0])).await?,
-                p("is_empty", Mode::Read, format!("SELECT order_id FROM {} LIMIT 1", tables[1])).await?,
-                p("is_empty", Mode::Read, format!("SELECT order_id FROM {} LIMIT 1", tables[2])).await?,
-                p("is_empty", Mode::Read, format!("SELECT order_id FROM {} LIMIT 1", tables[3])).await?,
-            ],
-            truncate: [
-                p("truncate", Mode::Truncate, format!("TRUNCATE {}", tables[0])).await?,
-                p("truncate", Mode::Truncate, format!("TRUNCATE {}", tables[1])).await?,
-                p("truncate", Mode::Truncate, format!("TRUNCATE {}", tables[2])).await?,
-                p("truncate", Mode::Truncate, format!("TRUNCATE {}", tables[3])).await?,
-            ],
+            any: each_table(&tables, |t| {
+                p("is_empty", Mode::Read, format!("SELECT order_id FROM {t} LIMIT 1"))
+            })
+            .await?,
+            truncate: each_table(&tables, |t| {
+                p("truncate", Mode::Truncate, format!("TRUNCATE {t}"))
+            })
+            .await?,
         })
     }
+}
+
+/// One statement per table, prepared in order.
+async fn each_table<'a, F, Fut>(
+    tables: &[&'a String; 4],
+    mut f: F,
+) -> Result<[PreparedStatement; 4], CassandraError>
+where
+    F: FnMut(&'a String) -> Fut,
+    Fut: std::future::Future<Output = Result<PreparedStatement, CassandraError>>,
+{
+    let mut out = Vec::with_capacity(4);
+    for t in tables {
+        out.push(f(t).await?);
+    }
+    Ok(out
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("four tables, four statements")))
 }
 
 async fn prepare(

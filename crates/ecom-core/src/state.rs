@@ -197,19 +197,6 @@ pub enum ViewWrite {
     },
 }
 
-impl ViewWrite {
-    pub fn ts(&self) -> i64 {
-        match self {
-            ViewWrite::Fact { ts, .. }
-            | ViewWrite::Audit { ts, .. }
-            | ViewWrite::AuditDelete { ts, .. }
-            | ViewWrite::Parked { ts, .. }
-            | ViewWrite::ParkedDelete { ts, .. }
-            | ViewWrite::ParkedAttempts { ts, .. } => *ts,
-        }
-    }
-}
-
 /// Counts of what applying events did. Per run, not part of the store state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyStats {
@@ -262,6 +249,74 @@ fn add_loser(losers: &mut BTreeMap<Fingerprint, Rank>, fp: Fingerprint, rank: Ra
     }
 }
 
+/// What folding one version into a winner and its losers did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// There was no winner: it is the first.
+    First,
+    /// The same message as the winner.
+    Known,
+    /// A worse copy of the winner's business event.
+    Duplicate,
+    /// A better copy of the winner's business event took its place.
+    Upgraded,
+    /// Another version beat the winner, which now loses.
+    Displaced,
+    /// It loses: what that did to the losers.
+    Lost(Effect),
+}
+
+impl Outcome {
+    /// The effect and the counts of the outcomes that are the same for
+    /// orders and payments.
+    fn effect(self, stats: &mut ApplyStats) -> Effect {
+        match self {
+            Outcome::Known => Effect::Known,
+            Outcome::Duplicate => Effect::Nothing,
+            Outcome::Upgraded => {
+                stats.business_duplicates += 1;
+                Effect::Changed
+            }
+            Outcome::Lost(e) => {
+                if e == Effect::Changed {
+                    stats.conflicts += 1;
+                }
+                e
+            }
+            Outcome::First | Outcome::Displaced => Effect::Changed,
+        }
+    }
+}
+
+/// The conflict rule applied to one key (the order, or the payment): the
+/// winner only improves, and every other fingerprint keeps its best rank.
+fn fold_winner<T: Content + Clone>(
+    winner: &mut Option<Versioned<T>>,
+    losers: &mut BTreeMap<Fingerprint, Rank>,
+    v: &Versioned<T>,
+) -> Outcome {
+    let Some(cur) = winner.as_ref() else {
+        losers.remove(&v.fingerprint);
+        *winner = Some(v.clone());
+        return Outcome::First;
+    };
+    match decide(cur, v) {
+        Decision::SameMessage => Outcome::Known,
+        Decision::Duplicate => Outcome::Duplicate,
+        Decision::Upgrade => {
+            *winner = Some(v.clone());
+            Outcome::Upgraded
+        }
+        Decision::Displace => {
+            losers.insert(cur.fingerprint, Rank::of(cur));
+            losers.remove(&v.fingerprint);
+            *winner = Some(v.clone());
+            Outcome::Displaced
+        }
+        Decision::Lose => Outcome::Lost(add_loser(losers, v.fingerprint, Rank::of(v))),
+    }
+}
+
 impl OrderState {
     /// The `orders_payments_facts` row this state stands for.
     pub fn fact(&self) -> Option<FactRow> {
@@ -302,36 +357,18 @@ impl OrderState {
     }
 
     fn fold_order(&mut self, o: &OrderVersion, stats: &mut ApplyStats) -> Effect {
-        let Some(cur) = &self.order else {
-            self.order = Some(o.clone());
-            stats.orders_inserted += 1;
-            self.join_parked(stats);
-            return Effect::Changed;
-        };
-        match decide(cur, o) {
-            Decision::SameMessage => Effect::Known,
-            Decision::Duplicate => Effect::Nothing,
-            Decision::Upgrade => {
-                self.order = Some(o.clone());
-                stats.business_duplicates += 1;
+        match fold_winner(&mut self.order, &mut self.order_losers, o) {
+            Outcome::First => {
+                stats.orders_inserted += 1;
+                self.join_parked(stats);
                 Effect::Changed
             }
-            Decision::Displace => {
-                let (old_fp, old) = (cur.fingerprint, Rank::of(cur));
-                self.order_losers.remove(&o.fingerprint);
-                self.order_losers.insert(old_fp, old);
-                self.order = Some(o.clone());
+            Outcome::Displaced => {
                 stats.orders_replaced += 1;
                 stats.conflicts += 1;
                 Effect::Changed
             }
-            Decision::Lose => {
-                let e = add_loser(&mut self.order_losers, o.fingerprint, Rank::of(o));
-                if e == Effect::Changed {
-                    stats.conflicts += 1;
-                }
-                e
-            }
+            other => other.effect(stats),
         }
     }
 
@@ -372,36 +409,17 @@ impl OrderState {
 
     /// Folds a payment into a state whose order exists.
     fn fold_joined_payment(&mut self, p: &PaymentVersion, stats: &mut ApplyStats) -> Effect {
-        let Some(cur) = &self.payment else {
-            self.payment_losers.remove(&p.fingerprint);
-            self.payment = Some(p.clone());
-            stats.payments_applied += 1;
-            return Effect::Changed;
-        };
-        match decide(cur, p) {
-            Decision::SameMessage => Effect::Known,
-            Decision::Duplicate => Effect::Nothing,
-            Decision::Upgrade => {
-                self.payment = Some(p.clone());
-                stats.business_duplicates += 1;
+        match fold_winner(&mut self.payment, &mut self.payment_losers, p) {
+            Outcome::First => {
+                stats.payments_applied += 1;
                 Effect::Changed
             }
-            Decision::Displace => {
-                let (old_fp, old) = (cur.fingerprint, Rank::of(cur));
-                self.payment_losers.remove(&p.fingerprint);
-                self.payment_losers.insert(old_fp, old);
-                self.payment = Some(p.clone());
+            Outcome::Displaced => {
                 stats.payments_applied += 1;
                 stats.conflicts += 1;
                 Effect::Changed
             }
-            Decision::Lose => {
-                let e = add_loser(&mut self.payment_losers, p.fingerprint, Rank::of(p));
-                if e == Effect::Changed {
-                    stats.conflicts += 1;
-                }
-                e
-            }
+            other => other.effect(stats),
         }
     }
 
@@ -414,12 +432,13 @@ impl OrderState {
         }
     }
 
-    /// This state without its pending views: what the fold decides.
-    fn settled(&self) -> OrderState {
-        OrderState {
-            pending: Vec::new(),
-            ..self.clone()
-        }
+    /// Whether both states decide the same (their pending views aside).
+    fn same_decisions(&self, o: &OrderState) -> bool {
+        self.order == o.order
+            && self.payment == o.payment
+            && self.order_losers == o.order_losers
+            && self.payment_losers == o.payment_losers
+            && self.parked == o.parked
     }
 }
 
@@ -534,13 +553,16 @@ pub fn plan(
         Some(s) => (&s.state, s.revision),
         None => (&empty, 0),
     };
-    let mut next = old.settled();
+    let mut next = OrderState {
+        pending: Vec::new(),
+        ..old.clone()
+    };
     let mut stats = ApplyStats::default();
     for e in events {
         next.fold(e, now_ms, &mut stats);
     }
     let before = pending_writes(order_id, old, view_ts(revision));
-    if next == old.settled() {
+    if next.same_decisions(old) {
         return Ok(Plan {
             next: None,
             before,

@@ -344,7 +344,7 @@ pub async fn dlq(cfg: &Config, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
         }
         DlqCommand::Reprocess { json } => {
             let applier = Applier::new(store.clone());
-            let (joined, remaining, _) = applier.reprocess_parked().await?;
+            let (joined, remaining) = applier.reprocess_parked().await?;
             store.flush().await?;
             if json {
                 println!(

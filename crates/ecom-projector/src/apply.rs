@@ -152,10 +152,10 @@ impl<S: FactStore> Applier<S> {
             if !views_done && !plan.before.is_empty() {
                 self.store.write_views(&plan.before).await?;
             }
-            if let Some(s) = &current {
-                self.cache(order_id, s.clone(), true);
-            }
             let Some(next) = plan.next else {
+                if let Some(s) = current {
+                    self.cache(order_id, s, true);
+                }
                 return Ok(plan.stats);
             };
             let cas = match &current {
@@ -207,8 +207,7 @@ impl<S: FactStore> Applier<S> {
     /// is repaired: the fact row is rewritten and the parked row deleted, at
     /// the state's revision. A row still parked gets one more attempt
     /// counted. Returns (joined, still parked).
-    pub async fn reprocess_parked(&self) -> Result<(u64, u64, ApplyStats)> {
-        let stats = ApplyStats::default();
+    pub async fn reprocess_parked(&self) -> Result<(u64, u64)> {
         let mut joined = 0;
         let mut remaining = 0;
         for parked in self.store.scan_parked().await? {
@@ -248,6 +247,6 @@ impl<S: FactStore> Applier<S> {
             self.store.write_views(&writes).await?;
             joined += 1;
         }
-        Ok((joined, remaining, stats))
+        Ok((joined, remaining))
     }
 }

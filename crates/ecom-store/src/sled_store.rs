@@ -205,9 +205,6 @@ impl SledStore {
                     }
                 }
                 (ParkedWrite::Delete, Some(cur)) => {
-                    if ts < cur.ts && ts < cur.attempts_ts {
-                        return Ok(());
-                    }
                     if ts < cur.ts {
                         // The row is newer than the deletion; it stays.
                         return Ok(());
