@@ -343,6 +343,32 @@ impl fmt::Debug for Log {
     }
 }
 
+/// Opens sled under a [`DirLock`] we already hold.
+///
+/// sled 0.34 takes its own `flock` on `db/db` and releases it only when its
+/// background threads have exited, which `Db::drop` does not wait for
+/// (spacejam/sled#1289). Our lock proves no other live owner exists, so
+/// sled refusing its lock can only be a previous `Log` of this process still
+/// shutting down: wait for it, briefly, instead of failing a reopen.
+pub(crate) fn open_sled(dir: &Path, config: sled::Config) -> Result<sled::Db, LogError> {
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < PATIENCE =>
+            {
+                tracing::debug!(dir = %dir.display(), "sled's lock is still held by a closing log; retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            result => return result.map_err(LogError::storage(dir)),
+        }
+    }
+}
+
 struct Meta {
     next_seq: u64,
     next_quarantine_seq: u64,
@@ -361,12 +387,13 @@ impl Log {
         std::fs::create_dir_all(dir).map_err(LogError::io(dir))?;
         let lock = DirLock::acquire(dir)?;
         let db_dir = dir.join("db");
-        let db = sled::Config::new()
-            .path(&db_dir)
-            .cache_capacity(opts.cache_capacity_bytes)
-            .flush_every_ms(None)
-            .open()
-            .map_err(LogError::storage(dir))?;
+        let db = open_sled(
+            dir,
+            sled::Config::new()
+                .path(&db_dir)
+                .cache_capacity(opts.cache_capacity_bytes)
+                .flush_every_ms(None),
+        )?;
         let durability = Durability::new(&db_dir).map_err(LogError::io(&db_dir.join("db")))?;
         let meta = load_or_init_meta(dir, &db, &durability)?;
         let checked = if opts.verify_tail_on_open {

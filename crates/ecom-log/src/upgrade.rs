@@ -66,11 +66,7 @@ pub(crate) fn upgrade(dir: &Path) -> Result<UpgradeReport, LogError> {
         });
     }
     let _lock = DirLock::acquire(dir)?;
-    let db = sled::Config::new()
-        .path(&db_dir)
-        .flush_every_ms(None)
-        .open()
-        .map_err(LogError::storage(dir))?;
+    let db = crate::open_sled(dir, sled::Config::new().path(&db_dir).flush_every_ms(None))?;
     let durability = Durability::new(&db_dir).map_err(LogError::io(&db_dir.join("db")))?;
 
     let version = match db
