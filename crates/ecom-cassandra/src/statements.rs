@@ -15,6 +15,7 @@
 //! | `put_audit`, `put_parked` | `INSERT … USING TIMESTAMP ?` | write |
 //! | `delete_audit`, `delete_parked` | `DELETE … USING TIMESTAMP ? WHERE <key>` | write |
 //! | `parked_attempts` | `UPDATE … USING TIMESTAMP ? SET attempts = ?` | write |
+//! | `fact_exists` | `SELECT order_id FROM orders_payments_facts WHERE order_id = ?` | consistency (`bench`: when a row became readable) |
 //! | scans, counts, `any` | paged `SELECT` | consistency |
 //! | `truncate` | `TRUNCATE` × 4 | long timeout |
 
@@ -45,6 +46,7 @@ pub(crate) struct Statements {
     pub put_parked: PreparedStatement,
     pub delete_parked: PreparedStatement,
     pub parked_attempts: PreparedStatement,
+    pub fact_exists: PreparedStatement,
     pub scan_facts: PreparedStatement,
     pub scan_audit: PreparedStatement,
     pub scan_parked: PreparedStatement,
@@ -199,6 +201,12 @@ impl Statements {
                 format!(
                     "UPDATE {parked} USING TIMESTAMP :ts SET attempts = :attempts WHERE {parked_key}"
                 ),
+            )
+            .await?,
+            fact_exists: p(
+                "fact_exists",
+                Mode::Read,
+                format!("SELECT order_id FROM {facts} WHERE order_id = :order_id"),
             )
             .await?,
             scan_facts: p(

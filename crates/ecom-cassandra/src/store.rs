@@ -187,6 +187,19 @@ impl CassandraStore {
             .map_err(|e| request_error(what, e))
     }
 
+    /// Whether `orders_payments_facts` has a row for `order_id`, read at the
+    /// configured consistency: what a reader of the table sees. `bench`
+    /// uses it to time publish → readable.
+    pub async fn fact_exists(&self, order_id: i64) -> Result<bool> {
+        let what = "fact_exists";
+        let res = self
+            .exec(&self.st().fact_exists, OrderIdKey { order_id })
+            .await
+            .map_err(|e| request_error(what, e))?;
+        let rows = into_rows(what, res)?;
+        Ok(rows.rows_num() > 0)
+    }
+
     async fn read_state_with(
         &self,
         st: &PreparedStatement,

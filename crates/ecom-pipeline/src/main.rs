@@ -2,6 +2,7 @@
 //! lives in the library crates; this binary chooses the source and the store
 //! and turns their reports into output and exit codes.
 
+mod bench;
 mod commands;
 mod config;
 mod demo;
@@ -60,6 +61,10 @@ enum Command {
         #[command(subcommand)]
         command: commands::SetupCommand,
     },
+    /// Measure every stage beside a bare loop doing only its unavoidable
+    /// work, in one run; print the ratios (needs the local servers:
+    /// scripts/bench.sh starts them).
+    Bench(bench::BenchArgs),
     /// Publish traffic shaped like today's producers to Pub/Sub.
     Produce {
         #[command(subcommand)]
@@ -143,5 +148,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Status(args) => commands::status(&cfg, &args).await,
         Command::Setup { command } => commands::setup(&cfg, command, &cli.pubsub).await,
         Command::Produce { command } => pubsub::produce(&cli.pubsub, command).await,
+        Command::Bench(args) => bench::bench(&cfg, &args, &cli.pubsub).await,
     }
 }

@@ -36,9 +36,9 @@ use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
 
 pub use error::PubSubError;
 pub use notifier::{NotifierStats, notification_message, run_notifier};
-pub use produce::{ProduceKind, ProduceReport, ProduceSpec, produce};
+pub use produce::{ProduceKind, ProduceReport, ProduceSpec, plan, produce};
 pub use setup::{SetupReport, dead_letter_topic, setup};
-pub use source::{SourceCounters, SourceStats, run_source};
+pub use source::{SourceCounters, SourceStats, pull_and_ack, run_source};
 
 /// The topics the pipeline uses.
 pub const TOPICS: [&str; 4] = [
@@ -198,7 +198,9 @@ macro_rules! build_client {
 }
 pub(crate) use build_client;
 
-pub(crate) async fn publisher(
+/// A publisher to `topic` of `cfg.project`, retrying for
+/// `cfg.publish_timeout` (what [`produce`] uses).
+pub async fn publisher(
     cfg: &PubSubConfig,
     topic: &str,
 ) -> Result<google_cloud_pubsub::client::Publisher, PubSubError> {

@@ -72,8 +72,9 @@ pub struct ProduceReport {
     pub messages_per_s: f64,
 }
 
-/// The messages of a spec, in publish order.
-fn plan(spec: &ProduceSpec) -> Vec<(Topic, Vec<u8>)> {
+/// The messages of a spec, in publish order (what [`produce`] publishes;
+/// `bench` appends the same messages to a log directly).
+pub fn plan(spec: &ProduceSpec) -> Vec<(Topic, Vec<u8>)> {
     let mut rng = Rng::new(spec.seed);
     let mut out = Vec::new();
     let enc = |v: serde_json::Value| serde_json::to_vec(&v).expect("a JSON value serializes");

@@ -122,6 +122,76 @@ pub async fn run_source(
     }
 }
 
+/// The ingest ceiling of `ecom-pipeline bench`: streaming pull on both
+/// [`SUBSCRIPTIONS`] with the same subscriber settings as [`run_source`],
+/// acknowledging every message the moment it arrives (no log, no channel),
+/// until `expected` messages were acknowledged or `cancel` fires.
+pub async fn pull_and_ack(
+    cfg: &PubSubConfig,
+    expected: u64,
+    cancel: CancellationToken,
+) -> Result<SourceStats, PubSubError> {
+    cfg.validate()?;
+    let subscriber: Subscriber = build_client!(cfg, "subscriber", Subscriber::builder())?;
+    let counters = SourceCounters::default();
+    let stop = cancel.child_token();
+    let pulls = SUBSCRIPTIONS.map(|(sub, _)| {
+        let subscription = cfg.subscription_path(sub);
+        let (subscriber, counters, stop) = (&subscriber, &counters, stop.clone());
+        async move {
+            let mut stream = subscriber
+                .subscribe(&subscription)
+                .set_max_lease_extension(cfg.max_lease_extension)
+                .set_max_lease(cfg.max_lease)
+                .set_max_outstanding_messages(cfg.max_outstanding_messages as i64)
+                .set_max_outstanding_bytes(cfg.max_outstanding_bytes as i64)
+                .build();
+            let token = stream.shutdown_token();
+            let result = loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break Ok(()),
+                    n = stream.next() => n,
+                };
+                match next {
+                    Some(Ok((_, handler))) => {
+                        counters.received.fetch_add(1, Ordering::Relaxed);
+                        handler.ack();
+                        if counters.acked.fetch_add(1, Ordering::Relaxed) + 1 >= expected {
+                            stop.cancel();
+                        }
+                    }
+                    Some(Err(e)) => {
+                        break Err(PubSubError::from_rpc(&subscription, e, |source| {
+                            PubSubError::Stream {
+                                subscription: subscription.clone(),
+                                source,
+                            }
+                        }));
+                    }
+                    None => {
+                        break Err(PubSubError::StreamEnded {
+                            subscription: subscription.clone(),
+                        });
+                    }
+                }
+            };
+            drop(stream);
+            // Lets the lease loop send the acks it holds.
+            let _ = tokio::time::timeout(cfg.shutdown_timeout, token.shutdown()).await;
+            if result.is_err() {
+                stop.cancel();
+            }
+            result
+        }
+    });
+    let [a, b] = pulls;
+    let (ra, rb) = tokio::join!(a, b);
+    ra?;
+    rb?;
+    Ok(counters.snapshot())
+}
+
 #[derive(Clone)]
 struct Flow {
     messages: Arc<Semaphore>,

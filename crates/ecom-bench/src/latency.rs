@@ -1,0 +1,197 @@
+//! Publish → row readable in `orders_payments_facts`, at a steady rate the
+//! pipeline sustains (by default half of the slower of ingest and live
+//! projection measured earlier in the same run).
+//!
+//! The whole pipeline runs in this process: the real Pub/Sub source, ingest
+//! into a fresh log, the projector into a fresh keyspace. A publisher sends
+//! new orders (distinct ids) on a fixed schedule; for a sample of them a
+//! reader polls the row with a plain read at the store's consistency, which
+//! is what any reader of the table sees. The clock starts just before the
+//! publish call, so the publisher's own batching counts, as it would for a
+//! producer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ecom_cassandra::{CassandraConfig, CassandraStore};
+use ecom_ingest::{IngestCounters, IngestOptions, run_ingest};
+use ecom_log::{Log, LogOptions};
+use ecom_projector::{Applier, Projector, ProjectorOptions};
+use ecom_pubsub::{ProduceKind, ProduceSpec, PubSubConfig, SourceCounters, plan};
+use google_cloud_pubsub::model::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::ingest::fresh_project;
+use crate::projection::Scratch;
+use crate::{BenchError, BenchOptions, Row};
+
+/// Sampled messages per second: enough for a p99, few enough that the
+/// readers' polls do not load Cassandra noticeably.
+const SAMPLES_PER_S: f64 = 25.0;
+const POLL: Duration = Duration::from_millis(5);
+/// A sample not readable after this long fails the stage.
+const GIVE_UP: Duration = Duration::from_secs(60);
+/// Rate used when this run measured no sustained rate.
+const DEFAULT_RATE: f64 = 200.0;
+
+/// Half the slower of ingest and unique-order live projection in `rows`.
+pub(crate) fn half_sustained_rate(rows: &[Row]) -> f64 {
+    let ingest = rows.iter().find(|r| r.stage == "ingest").map(|r| r.ours);
+    let projection = rows
+        .iter()
+        .find(|r| r.stage == "projection" && r.workload == crate::Workload::UniqueOrders.name())
+        .map(|r| r.ours);
+    match (ingest, projection) {
+        (Some(a), Some(b)) => a.min(b) / 2.0,
+        (Some(a), None) | (None, Some(a)) => a / 2.0,
+        (None, None) => DEFAULT_RATE,
+    }
+}
+
+pub(crate) async fn run(
+    opts: &BenchOptions,
+    pbase: &PubSubConfig,
+    cbase: &CassandraConfig,
+    rate: f64,
+    say: &mut impl FnMut(&str),
+) -> Result<Vec<Row>, BenchError> {
+    let total = ((rate * opts.latency_secs as f64) as u64).max(1);
+    let sample_every = ((rate / SAMPLES_PER_S).round() as u64).max(1);
+    say(&format!(
+        "{total} orders at {rate:.0}/s for {}s, every {sample_every}th timed",
+        opts.latency_secs
+    ));
+    let pcfg = fresh_project(pbase, "latency");
+    ecom_pubsub::setup(&pcfg).await?;
+    let scratch = Scratch::new(cbase, opts.concurrency).await?;
+    let dir = tempfile::tempdir_in(&opts.work_dir)
+        .map_err(BenchError::io("temporary log directory", &opts.work_dir))?;
+    let log = Log::open(dir.path(), LogOptions::default())?;
+
+    let cancel = CancellationToken::new();
+    let (tx, rx) = tokio::sync::mpsc::channel(8192);
+    let ingest = tokio::spawn(run_ingest(
+        rx,
+        log.clone(),
+        IngestOptions::default(),
+        Arc::new(IngestCounters::default()),
+        cancel.clone(),
+    ));
+    let source = {
+        let (cfg, c) = (pcfg.clone(), cancel.clone());
+        tokio::spawn(async move {
+            ecom_pubsub::run_source(&cfg, tx, Arc::new(SourceCounters::default()), c).await
+        })
+    };
+    let projector = Arc::new(Projector::new(
+        log.clone(),
+        Applier::new(scratch.store.clone()),
+        ProjectorOptions {
+            concurrency: opts.concurrency,
+            ..ProjectorOptions::default()
+        },
+    ));
+    let projection_cancel = CancellationToken::new();
+    let projection = {
+        let (p, c) = (projector.clone(), projection_cancel.clone());
+        tokio::spawn(async move { p.run(c).await })
+    };
+
+    let measured = publish_and_time(&pcfg, &scratch.store, total, rate, sample_every).await;
+    cancel.cancel();
+    let _ = source.await;
+    let _ = ingest.await;
+    projection_cancel.cancel();
+    let _ = projection.await;
+    scratch.drop().await;
+    let mut ms = measured?;
+    if ms.is_empty() {
+        return Err(BenchError::Failed("latency: no sample was timed".into()));
+    }
+    ms.sort_by(f64::total_cmp);
+    let pick = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    let note = format!(
+        "{} samples of {total} orders published at {rate:.0}/s; server: {}; read at {:?}",
+        ms.len(),
+        pcfg.describe_endpoint(),
+        cbase.consistency
+    );
+    let w = format!("publish → readable at {rate:.0}/s");
+    Ok(vec![
+        Row::at_most(
+            "latency",
+            &format!("{w}, p50"),
+            pick(0.5),
+            "ms",
+            None,
+            note.clone(),
+        ),
+        Row::at_most(
+            "latency",
+            &format!("{w}, p99"),
+            pick(0.99),
+            "ms",
+            Some(250.0),
+            note.clone(),
+        ),
+        Row::at_most("latency", &format!("{w}, max"), pick(1.0), "ms", None, note),
+    ])
+}
+
+/// Publishes `total` new orders at `rate` and returns the publish →
+/// readable time, in ms, of every `sample_every`th.
+async fn publish_and_time(
+    pcfg: &PubSubConfig,
+    store: &Arc<CassandraStore>,
+    total: u64,
+    rate: f64,
+    sample_every: u64,
+) -> Result<Vec<f64>, BenchError> {
+    // Ids far above the other stages' so a row can only come from here.
+    const FIRST_ID: i64 = 10_000_000;
+    let messages = plan(&ProduceSpec {
+        kind: ProduceKind::Orders,
+        count: total,
+        first_id: FIRST_ID,
+        seed: 21,
+        ..ProduceSpec::default()
+    });
+    let publisher = ecom_pubsub::publisher(pcfg, "orders_data").await?;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (_, data)) in messages.into_iter().enumerate() {
+        tokio::time::sleep_until(start + interval * i as u32).await;
+        let sent = Instant::now();
+        let published = publisher.publish(Message::new().set_data(data));
+        let timed = (i as u64).is_multiple_of(sample_every);
+        let (store, order_id) = (store.clone(), FIRST_ID + i as i64);
+        tasks.spawn(async move {
+            published
+                .await
+                .map_err(|e| BenchError::Failed(format!("publish failed: {e}")))?;
+            if !timed {
+                return Ok(None);
+            }
+            loop {
+                if store.fact_exists(order_id).await? {
+                    return Ok(Some(sent.elapsed().as_secs_f64() * 1000.0));
+                }
+                if sent.elapsed() > GIVE_UP {
+                    return Err(BenchError::Failed(format!(
+                        "latency: order {order_id} not readable {GIVE_UP:?} after it was published"
+                    )));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        });
+    }
+    let mut ms = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let r = r.map_err(|e| BenchError::Failed(format!("latency task: {e}")))?;
+        if let Some(x) = r? {
+            ms.push(x);
+        }
+    }
+    Ok(ms)
+}
