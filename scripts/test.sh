@@ -12,29 +12,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-log() { echo "test.sh: $*" >&2; }
-
-started=()
-cleanup() {
-  local rc=$?
-  for svc in "${started[@]}"; do
-    log "stopping $svc"
-    "scripts/$svc.sh" stop || log "could not stop $svc cleanly"
-  done
-  exit "$rc"
-}
-trap cleanup EXIT
-
-start_service() {
-  local svc=$1
-  if "scripts/$svc.sh" status >/dev/null 2>&1; then
-    log "$svc already running; using it"
-  else
-    log "starting $svc"
-    "scripts/$svc.sh" start || { log "FAILED to start $svc: the suite needs it, so it stops here"; exit 1; }
-    started+=("$svc")
-  fi
-}
+# shellcheck source=scripts/services.sh
+source "$ROOT/scripts/services.sh"
 
 start_service cassandra
 start_service pubsub-emulator
