@@ -259,12 +259,21 @@ impl Writer {
             outcomes.push(out);
         }
 
-        batch.insert(META_NEXT_SEQ, &next_seq.to_be_bytes()[..]);
-        batch.insert(
-            META_NEXT_QUARANTINE_SEQ,
-            &next_quarantine_seq.to_be_bytes()[..],
-        );
-        batch.insert(META_DUPLICATES, &duplicates.to_be_bytes()[..]);
+        // Only the counters this group moved: each key costs sled a tree
+        // update, and at small batches three unchanged counters would be
+        // most of the batch. An unwritten counter keeps its durable value.
+        if next_seq != self.next_seq {
+            batch.insert(META_NEXT_SEQ, &next_seq.to_be_bytes()[..]);
+        }
+        if next_quarantine_seq != self.next_quarantine_seq {
+            batch.insert(
+                META_NEXT_QUARANTINE_SEQ,
+                &next_quarantine_seq.to_be_bytes()[..],
+            );
+        }
+        if duplicates != self.duplicates {
+            batch.insert(META_DUPLICATES, &duplicates.to_be_bytes()[..]);
+        }
         // All or nothing, also across a crash (sled documents this for
         // `apply_batch`).
         tree.apply_batch(batch).map_err(LogError::storage(dir))?;
