@@ -64,7 +64,7 @@ pub(crate) async fn run(
         peak,
         "MB",
         Some(RSS_TARGET_MB),
-        "peak RSS of the `run` process, including the embedded broker holding the backlog".into(),
+        "peak RSS of the `run` process; the embedded source publishes its backlog as it is pulled, so, as with a real server, the backlog itself is not in the process".into(),
     ));
     rows.push(Row::at_most(
         "disk",

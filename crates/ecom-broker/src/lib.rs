@@ -9,7 +9,7 @@
 //! tests: it is part of the product, so it is small and honest rather than a
 //! mock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,12 +57,25 @@ pub struct BrokerStats {
     pub expired: u64,
 }
 
+/// A message waiting in a subscription, and whether it was delivered
+/// before (kept with the message rather than in a set of every id ever
+/// delivered, which would grow with the backlog).
+struct Waiting {
+    message: RawMessage,
+    delivered_before: bool,
+}
+
 #[derive(Default)]
 struct Subscription {
-    ready: Vec<RawMessage>,
+    /// A queue: pulled from the front in publish order (a `Vec` would shift
+    /// the whole backlog on every pull).
+    ready: VecDeque<Waiting>,
     leased: HashMap<u64, (RawMessage, Instant)>,
-    delivered_once: std::collections::HashSet<String>,
 }
+
+/// Messages not published yet, produced on demand: like a real server's
+/// backlog, they take no memory in this process until they are pulled.
+pub type Backlog = Box<dyn Iterator<Item = (Topic, Vec<u8>)> + Send>;
 
 struct Inner {
     rng: Rng,
@@ -73,7 +86,48 @@ struct Inner {
     next_ack: u64,
     last_publish_us: i64,
     subs: BTreeMap<Topic, Subscription>,
+    backlog: Option<Backlog>,
     stats: BrokerStats,
+}
+
+impl Inner {
+    fn publish(&mut self, topic: Topic, data: Vec<u8>) -> RawMessage {
+        let id = self.next_id;
+        self.next_id += 1;
+        let publish_time_us = now_us().max(self.last_publish_us + 1);
+        self.last_publish_us = publish_time_us;
+        let msg = RawMessage {
+            message_id: format!("emb-{:x}-{id:09}", self.incarnation),
+            topic,
+            publish_time_us,
+            data,
+            attributes: Default::default(),
+        };
+        self.subs
+            .get_mut(&topic)
+            .expect("both topics exist")
+            .ready
+            .push_back(Waiting {
+                message: msg.clone(),
+                delivered_before: false,
+            });
+        self.stats.published += 1;
+        msg
+    }
+
+    /// Publishes from the backlog until `topic` has `want` messages ready
+    /// or the backlog is exhausted. The other topic's messages met on the
+    /// way wait in their subscription; the generated streams interleave
+    /// the topics, so that stays small.
+    fn refill(&mut self, topic: Topic, want: usize) {
+        while self.subs[&topic].ready.len() < want {
+            let Some((t, data)) = self.backlog.as_mut().and_then(Iterator::next) else {
+                self.backlog = None;
+                return;
+            };
+            self.publish(t, data);
+        }
+    }
 }
 
 /// The broker. Share it behind an `Arc`.
@@ -91,6 +145,14 @@ fn now_us() -> i64 {
 
 impl Broker {
     pub fn new(cfg: BrokerConfig) -> Arc<Self> {
+        Broker::with_backlog(cfg, None)
+    }
+
+    /// A broker whose subscriptions also hold `backlog`, published lazily:
+    /// a pull that finds fewer messages ready than it asks for publishes
+    /// from the backlog first. Memory stays bounded by what is in flight,
+    /// whatever the backlog's length.
+    pub fn with_backlog(cfg: BrokerConfig, backlog: Option<Backlog>) -> Arc<Self> {
         let mut subs = BTreeMap::new();
         subs.insert(Topic::Orders, Subscription::default());
         subs.insert(Topic::Payments, Subscription::default());
@@ -102,6 +164,7 @@ impl Broker {
                 next_ack: 1,
                 last_publish_us: 0,
                 subs,
+                backlog,
                 stats: BrokerStats::default(),
             }),
             cfg,
@@ -115,25 +178,7 @@ impl Broker {
     /// Publishes a message; returns it as stored (with its id and publish
     /// time, strictly increasing like a real broker's per-publisher clock).
     pub fn publish(&self, topic: Topic, data: Vec<u8>) -> RawMessage {
-        let mut g = self.lock();
-        let id = g.next_id;
-        g.next_id += 1;
-        let publish_time_us = now_us().max(g.last_publish_us + 1);
-        g.last_publish_us = publish_time_us;
-        let msg = RawMessage {
-            message_id: format!("emb-{:x}-{id:09}", g.incarnation),
-            topic,
-            publish_time_us,
-            data,
-            attributes: Default::default(),
-        };
-        g.subs
-            .get_mut(&topic)
-            .expect("both topics exist")
-            .ready
-            .push(msg.clone());
-        g.stats.published += 1;
-        msg
+        self.lock().publish(topic, data)
     }
 
     /// Leases up to `max` messages of `topic`.
@@ -141,6 +186,7 @@ impl Broker {
         let now = Instant::now();
         let deadline = now + self.cfg.ack_deadline;
         let g = &mut *self.lock();
+        g.refill(topic, max);
         let sub = g.subs.get_mut(&topic).expect("both topics exist");
         let expired: Vec<u64> = sub
             .leased
@@ -149,26 +195,32 @@ impl Broker {
             .map(|(k, _)| *k)
             .collect();
         for k in expired {
-            let (m, _) = sub.leased.remove(&k).expect("just listed");
-            sub.ready.push(m);
+            let (message, _) = sub.leased.remove(&k).expect("just listed");
+            sub.ready.push_back(Waiting {
+                message,
+                delivered_before: true,
+            });
             g.stats.expired += 1;
         }
         let mut out = Vec::new();
         while out.len() < max && !sub.ready.is_empty() {
-            let i = if self.cfg.reorder {
-                g.rng.below(sub.ready.len() as u64) as usize
+            let waiting = if self.cfg.reorder {
+                let i = g.rng.below(sub.ready.len() as u64) as usize;
+                sub.ready.swap_remove_back(i)
             } else {
-                0
+                sub.ready.pop_front()
             };
-            let m = if self.cfg.reorder {
-                sub.ready.swap_remove(i)
-            } else {
-                sub.ready.remove(i)
-            };
+            let Waiting {
+                message: m,
+                delivered_before,
+            } = waiting.expect("the queue is not empty");
             if g.rng.chance(self.cfg.duplicate_ratio) {
-                sub.ready.push(m.clone());
+                sub.ready.push_back(Waiting {
+                    message: m.clone(),
+                    delivered_before: true,
+                });
             }
-            if !sub.delivered_once.insert(m.message_id.clone()) {
+            if delivered_before {
                 g.stats.redelivered += 1;
             }
             g.stats.delivered += 1;
@@ -196,19 +248,24 @@ impl Broker {
     pub fn nack(&self, topic: Topic, ack_id: u64) {
         let g = &mut *self.lock();
         if let Some(sub) = g.subs.get_mut(&topic)
-            && let Some((m, _)) = sub.leased.remove(&ack_id)
+            && let Some((message, _)) = sub.leased.remove(&ack_id)
         {
-            sub.ready.push(m);
+            sub.ready.push_back(Waiting {
+                message,
+                delivered_before: true,
+            });
             g.stats.nacked += 1;
         }
     }
 
-    /// Nothing ready and nothing leased: every message was acknowledged.
+    /// Nothing ready, nothing leased and no backlog left: every message
+    /// was acknowledged.
     pub fn drained(&self) -> bool {
-        self.lock()
-            .subs
-            .values()
-            .all(|s| s.ready.is_empty() && s.leased.is_empty())
+        let g = self.lock();
+        g.backlog.is_none()
+            && g.subs
+                .values()
+                .all(|s| s.ready.is_empty() && s.leased.is_empty())
     }
 
     pub fn stats(&self) -> BrokerStats {
@@ -295,6 +352,35 @@ mod tests {
         b.ack(Topic::Payments, ack);
         assert!(b.pull(Topic::Payments, 1).is_empty());
         assert!(b.drained());
+    }
+
+    #[test]
+    fn a_backlog_is_published_as_it_is_pulled() {
+        let backlog = (0..10_000u32).map(|i| {
+            let topic = if i % 2 == 0 {
+                Topic::Orders
+            } else {
+                Topic::Payments
+            };
+            (topic, i.to_be_bytes().to_vec())
+        });
+        let b = Broker::with_backlog(BrokerConfig::default(), Some(Box::new(backlog)));
+        assert_eq!(b.stats().published, 0, "nothing is published before a pull");
+        let mut seen = Vec::new();
+        while !b.drained() {
+            for topic in [Topic::Orders, Topic::Payments] {
+                let pulled = b.pull(topic, 100);
+                // At most what was asked for plus the other topic's share.
+                assert!(b.stats().published - b.stats().acked <= 300);
+                for (ack, m) in pulled {
+                    seen.push(u32::from_be_bytes(m.data[..].try_into().unwrap()));
+                    b.ack(topic, ack);
+                }
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..10_000).collect::<Vec<_>>());
+        assert_eq!(b.stats().redelivered, 0);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use ecom_broker::{Broker, BrokerConfig, run_source};
-use ecom_core::workload::{WorkloadSpec, generate};
+use ecom_core::workload::{Generator, WorkloadSpec};
 use ecom_projector::ProjectorOptions;
 use ecom_store::FactStore;
 use tokio_util::sync::CancellationToken;
@@ -127,13 +127,17 @@ async fn run_with<S: FactStore>(
             })
         }
         None => {
-            let broker = Broker::new(BrokerConfig {
-                seed: args.seed,
-                ..Default::default()
-            });
-            for p in generate(&WorkloadSpec::demo(args.orders, args.seed)) {
-                broker.publish(p.topic, p.data);
-            }
+            // Published as it is pulled: a backlog of millions costs no
+            // memory here, as it would not with a real server.
+            let backlog = Generator::new(WorkloadSpec::demo(args.orders, args.seed))
+                .map(|p| (p.topic, p.data));
+            let broker = Broker::with_backlog(
+                BrokerConfig {
+                    seed: args.seed,
+                    ..Default::default()
+                },
+                Some(Box::new(backlog)),
+            );
             let source = run_source(broker, tx, 500, Duration::from_millis(5), cancel.clone());
             tokio::spawn(async move {
                 source.await;
