@@ -183,6 +183,13 @@ cmd_status() {
     local pid addr
     pid="$(running_pid)"
     if [[ -z "$pid" ]]; then
+        # Like cassandra.sh: a server another checkout started is usable
+        # (test.sh and bench.sh then use it and leave it alone). Asking it
+        # needs our ping client, so build it if this checkout has none yet.
+        if build && answers "$ADDR"; then
+            echo "pubsub-emulator: not started from $STATE_DIR, but a Pub/Sub server answers on $ADDR"
+            exit 0
+        fi
         echo "pubsub-emulator: not running (state dir $STATE_DIR)"
         exit 3
     fi
