@@ -17,5 +17,5 @@ start_service pubsub-emulator
 export ECOM_CASSANDRA="127.0.0.1:${CASSANDRA_PORT:-9042}"
 export PUBSUB_EMULATOR_HOST="127.0.0.1:${PUBSUB_EMULATOR_PORT:-8085}"
 
-cargo build --release -p ecom-pipeline
-./target/release/ecom-pipeline bench "$@"
+# `cargo run`, not ./target/release/…: it honours CARGO_TARGET_DIR.
+cargo run --release -q -p ecom-pipeline -- bench "$@"
