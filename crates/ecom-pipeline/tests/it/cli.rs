@@ -41,8 +41,18 @@ pub fn spawn_run(args: &[&str]) -> Child {
 /// Waits (bounded, about 20 s) until the running pipeline's status file
 /// satisfies `ready`.
 pub fn wait_for_status(log_dir: &Path, ready: impl Fn(&serde_json::Value) -> bool) {
+    wait_for_status_within(log_dir, Duration::from_secs(20), ready)
+}
+
+/// [`wait_for_status`] with an explicit bound.
+pub fn wait_for_status_within(
+    log_dir: &Path,
+    within: Duration,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) {
     let file = log_dir.join("status.json");
-    for _ in 0..400 {
+    let polls = within.as_millis() / 50;
+    for _ in 0..polls {
         let status = std::fs::read_to_string(&file)
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());

@@ -3,8 +3,11 @@
 //! Needs PUBSUB_EMULATOR_HOST; fails instead of skipping in CI.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
-use super::cli::{json, run, sigterm_and_expect_clean_exit, spawn_run, wait_for_status};
+use super::cli::{
+    json, run, sigterm_and_expect_clean_exit, spawn_run, wait_for_status, wait_for_status_within,
+};
 
 fn emulator() -> Option<String> {
     match std::env::var("PUBSUB_EMULATOR_HOST") {
@@ -48,9 +51,18 @@ fn sigterm_in_the_middle_of_a_pubsub_run_loses_nothing() {
         a.extend_from_slice(&["--log-dir", &log, "--store-dir", &store]);
         run(&a)
     };
-    assert!(with(&["setup", "pubsub"]).status.success());
+    // The shortest deadline Pub/Sub allows: messages the server had sent on
+    // the stream that SIGTERM closed, but the client never read, are
+    // redelivered only when it expires.
     assert!(
-        with(&["setup", "pubsub"]).status.success(),
+        with(&["setup", "pubsub", "--pubsub-ack-deadline", "10s"])
+            .status
+            .success()
+    );
+    assert!(
+        with(&["setup", "pubsub", "--pubsub-ack-deadline", "10s"])
+            .status
+            .success(),
         "setup is idempotent"
     );
     let orders = json(&with(&["produce", "orders", "--count", "3000", "--json"]));
@@ -83,9 +95,25 @@ fn sigterm_in_the_middle_of_a_pubsub_run_loses_nothing() {
     });
     sigterm_and_expect_clean_exit(child);
 
-    // Resume: whatever was not acknowledged comes back; the log dedups it.
-    let resumed = with(&["run", "--source", "pubsub", "--stop-after-idle", "3s"]);
-    assert!(resumed.status.success());
+    // Resume: whatever was not acknowledged comes back (at once if the first
+    // run nacked it, after the ack deadline if it was still in flight on the
+    // closed stream); the log dedups what was appended but not acked. Waiting
+    // for the count, bounded well past the deadline, rather than for an idle
+    // spell: a 3 s idle spell ended the run before the server redelivered.
+    let resumed = spawn_run(&[
+        "--source",
+        "pubsub",
+        "--project",
+        &project,
+        "--log-dir",
+        &log,
+        "--store-dir",
+        &store,
+    ]);
+    wait_for_status_within(&tmp.path().join("log"), Duration::from_secs(90), |s| {
+        s["log_entries"].as_u64() == Some(6030) && s["lag"].as_u64() == Some(0)
+    });
+    sigterm_and_expect_clean_exit(resumed);
     let status = json(&with(&["status", "--json"]));
     assert_eq!(
         status["orders_in_store"], 3000,
