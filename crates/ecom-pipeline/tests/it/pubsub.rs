@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::cli::{json, run, sigterm_and_expect_clean_exit, spawn_run, wait_for_status};
 
-fn emulator() -> Option<String> {
+pub fn emulator() -> Option<String> {
     match std::env::var("PUBSUB_EMULATOR_HOST") {
         Ok(h) if !h.is_empty() => Some(h),
         _ if std::env::var_os("CI").is_some()
@@ -23,7 +23,7 @@ fn emulator() -> Option<String> {
     }
 }
 
-fn project() -> String {
+pub fn project() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
         "it-{}-{}",
