@@ -12,7 +12,7 @@ use ecom_pubsub::PubSubConfig;
 use google_cloud_pubsub::model::Message;
 
 use super::cli::{json, run};
-use super::pubsub::{emulator, project};
+use super::pubsub::{emulator, one_at_a_time, project};
 
 fn good_order(order_id: i64) -> Vec<u8> {
     format!(
@@ -67,6 +67,7 @@ fn publish(project: &str, messages: &[(Topic, Vec<u8>)]) {
 
 /// Runs the corpus entries `bad` through a fresh project and checks them.
 fn corpus_through_pubsub(bad: &[BadInput]) {
+    let _server = one_at_a_time();
     let project = project();
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("log").display().to_string();
