@@ -103,6 +103,11 @@ func main() {
 	}
 }
 
+// maxRequestBytes is the largest gRPC request the emulator accepts: above
+// production's 10 MB publish limit (which it does not enforce), so nothing
+// production takes is refused here.
+const maxRequestBytes = 16 << 20
+
 func serve(addr string, minAck, streamTimeout time.Duration, fanout int, verbose bool) error {
 	if minAck < time.Second || minAck > 600*time.Second {
 		return fmt.Errorf("-min-ack-deadline must be within 1s..600s, got %v", minAck)
@@ -128,7 +133,10 @@ func serve(addr string, minAck, streamTimeout time.Duration, fanout int, verbose
 	if streamTimeout > 0 {
 		srv.SetStreamTimeout(streamTimeout)
 	}
-	gsrv := grpc.NewServer()
+	// Production takes messages and publish requests up to 10 MB; grpc-go's
+	// default receive limit is 4 MiB, which made a 5 MB publish fail here
+	// with RESOURCE_EXHAUSTED where production accepts it.
+	gsrv := grpc.NewServer(grpc.MaxRecvMsgSize(maxRequestBytes))
 	pb.RegisterPublisherServer(gsrv, &srv.GServer)
 	pb.RegisterSubscriberServer(gsrv, &subscriberShim{GServer: &srv.GServer, fanout: fanout})
 	pb.RegisterSchemaServiceServer(gsrv, &srv.GServer)

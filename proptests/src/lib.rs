@@ -19,6 +19,8 @@ use ecom_store::{FactStore, Op, Result, StoreError, forward_fact_store, snapshot
 use proptest::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+pub mod sim;
+
 /// Cases per property: `ECOM_PROPTEST_CASES`, default 256 (the README's
 /// test command). The long mode runs `ECOM_PROPTEST_CASES=5000`.
 pub fn cases() -> u32 {

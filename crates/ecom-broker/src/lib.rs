@@ -8,6 +8,12 @@
 //! the default source of `demo` and `run`, and the deterministic source of
 //! tests: it is part of the product, so it is small and honest rather than a
 //! mock.
+//!
+//! Time normally is the wall clock. With [`BrokerConfig::manual_clock`] it
+//! stands still until [`Broker::advance_clock`] moves it, and message ids
+//! derive from the seed: the same calls then give the same deliveries, ids
+//! and redeliveries, whatever the machine's speed. The simulation tests
+//! (`proptests/tests/simulation.rs`) run on that.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -31,6 +37,12 @@ pub struct BrokerConfig {
     pub lost_ack_ratio: f64,
     /// Deliver in random order instead of publish order.
     pub reorder: bool,
+    /// Time stands still unless [`Broker::advance_clock`] moves it: ack
+    /// deadlines pass and publish times advance only when the caller says
+    /// so, and message ids come from the seed instead of the wall clock.
+    /// For deterministic simulations; `false` (the wall clock) everywhere
+    /// else.
+    pub manual_clock: bool,
 }
 
 impl Default for BrokerConfig {
@@ -41,6 +53,7 @@ impl Default for BrokerConfig {
             duplicate_ratio: 0.0,
             lost_ack_ratio: 0.0,
             reorder: false,
+            manual_clock: false,
         }
     }
 }
@@ -70,7 +83,9 @@ struct Subscription {
     /// A queue: pulled from the front in publish order (a `Vec` would shift
     /// the whole backlog on every pull).
     ready: VecDeque<Waiting>,
-    leased: HashMap<u64, (RawMessage, Instant)>,
+    /// Ack id -> the message and its deadline (broker time, see
+    /// [`Broker::now`]).
+    leased: HashMap<u64, (RawMessage, Duration)>,
 }
 
 /// Messages not published yet, produced on demand: like a real server's
@@ -85,17 +100,24 @@ struct Inner {
     next_id: u64,
     next_ack: u64,
     last_publish_us: i64,
+    /// The manual clock's time since the broker was created.
+    manual_now: Duration,
     subs: BTreeMap<Topic, Subscription>,
     backlog: Option<Backlog>,
     stats: BrokerStats,
 }
 
 impl Inner {
-    fn publish(&mut self, topic: Topic, data: Vec<u8>) -> RawMessage {
+    /// Publishes with the next publish time of this publisher's clock.
+    fn publish(&mut self, topic: Topic, data: Vec<u8>, clock_us: i64) -> RawMessage {
+        let publish_time_us = clock_us.max(self.last_publish_us + 1);
+        self.last_publish_us = publish_time_us;
+        self.publish_at(topic, data, publish_time_us)
+    }
+
+    fn publish_at(&mut self, topic: Topic, data: Vec<u8>, publish_time_us: i64) -> RawMessage {
         let id = self.next_id;
         self.next_id += 1;
-        let publish_time_us = now_us().max(self.last_publish_us + 1);
-        self.last_publish_us = publish_time_us;
         let msg = RawMessage {
             message_id: format!("emb-{:x}-{id:09}", self.incarnation),
             topic,
@@ -119,13 +141,13 @@ impl Inner {
     /// or the backlog is exhausted. The other topic's messages met on the
     /// way wait in their subscription; the generated streams interleave
     /// the topics, so that stays small.
-    fn refill(&mut self, topic: Topic, want: usize) {
+    fn refill(&mut self, topic: Topic, want: usize, clock_us: i64) {
         while self.subs[&topic].ready.len() < want {
             let Some((t, data)) = self.backlog.as_mut().and_then(Iterator::next) else {
                 self.backlog = None;
                 return;
             };
-            self.publish(t, data);
+            self.publish(t, data, clock_us);
         }
     }
 }
@@ -133,6 +155,8 @@ impl Inner {
 /// The broker. Share it behind an `Arc`.
 pub struct Broker {
     cfg: BrokerConfig,
+    /// When the broker was created: the origin of broker time.
+    started: Instant,
     inner: Mutex<Inner>,
 }
 
@@ -159,16 +183,54 @@ impl Broker {
         Arc::new(Broker {
             inner: Mutex::new(Inner {
                 rng: Rng::new(cfg.seed),
-                incarnation: now_us(),
+                incarnation: if cfg.manual_clock {
+                    cfg.seed as i64
+                } else {
+                    now_us()
+                },
                 next_id: 1,
                 next_ack: 1,
                 last_publish_us: 0,
+                manual_now: Duration::ZERO,
                 subs,
                 backlog,
                 stats: BrokerStats::default(),
             }),
+            started: Instant::now(),
             cfg,
         })
+    }
+
+    /// Broker time: since creation, by the wall clock or the manual one.
+    fn now(&self, g: &Inner) -> Duration {
+        if self.cfg.manual_clock {
+            g.manual_now
+        } else {
+            self.started.elapsed()
+        }
+    }
+
+    /// The clock publish times come from, in µs.
+    fn clock_us(&self, g: &Inner) -> i64 {
+        if self.cfg.manual_clock {
+            g.manual_now.as_micros() as i64
+        } else {
+            now_us()
+        }
+    }
+
+    /// Moves the manual clock forward (see [`BrokerConfig::manual_clock`]):
+    /// leases whose deadline it passes are redelivered by the next pull.
+    ///
+    /// # Panics
+    ///
+    /// On a broker on the wall clock, where time is not the caller's.
+    pub fn advance_clock(&self, by: Duration) {
+        assert!(
+            self.cfg.manual_clock,
+            "advance_clock needs BrokerConfig::manual_clock"
+        );
+        self.lock().manual_now += by;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -178,22 +240,36 @@ impl Broker {
     /// Publishes a message; returns it as stored (with its id and publish
     /// time, strictly increasing like a real broker's per-publisher clock).
     pub fn publish(&self, topic: Topic, data: Vec<u8>) -> RawMessage {
-        self.lock().publish(topic, data)
+        let g = &mut *self.lock();
+        let clock_us = self.clock_us(g);
+        g.publish(topic, data, clock_us)
+    }
+
+    /// Publishes a message with the publish time `publish_time_us`, as
+    /// stamped by another publisher's clock: several messages may share one
+    /// (ties are then broken by message id), and it may be earlier than
+    /// messages already published.
+    pub fn publish_at(&self, topic: Topic, data: Vec<u8>, publish_time_us: i64) -> RawMessage {
+        self.lock().publish_at(topic, data, publish_time_us)
     }
 
     /// Leases up to `max` messages of `topic`.
     pub fn pull(&self, topic: Topic, max: usize) -> Vec<(u64, RawMessage)> {
-        let now = Instant::now();
-        let deadline = now + self.cfg.ack_deadline;
         let g = &mut *self.lock();
-        g.refill(topic, max);
+        let now = self.now(g);
+        let deadline = now + self.cfg.ack_deadline;
+        let clock_us = self.clock_us(g);
+        g.refill(topic, max, clock_us);
         let sub = g.subs.get_mut(&topic).expect("both topics exist");
-        let expired: Vec<u64> = sub
+        let mut expired: Vec<u64> = sub
             .leased
             .iter()
             .filter(|(_, (_, d))| *d <= now)
             .map(|(k, _)| *k)
             .collect();
+        // In lease order: a `HashMap`'s iteration order differs from run to
+        // run, and would make a seed's redeliveries differ too.
+        expired.sort_unstable();
         for k in expired {
             let (message, _) = sub.leased.remove(&k).expect("just listed");
             sub.ready.push_back(Waiting {
@@ -288,6 +364,24 @@ impl Acker for BrokerAcker {
     }
 }
 
+impl Broker {
+    /// Leases up to `max` messages of `topic` as deliveries whose ackers
+    /// settle them with this broker.
+    pub fn pull_deliveries(self: &Arc<Self>, topic: Topic, max: usize) -> Vec<Delivery> {
+        self.pull(topic, max)
+            .into_iter()
+            .map(|(ack_id, message)| Delivery {
+                message,
+                acker: Box::new(BrokerAcker {
+                    broker: self.clone(),
+                    topic,
+                    ack_id,
+                }),
+            })
+            .collect()
+    }
+}
+
 /// Pulls both subscriptions into `tx` until `cancel` (or the receiver is
 /// gone). Polls every `idle_poll` when nothing is ready.
 pub async fn run_source(
@@ -300,14 +394,9 @@ pub async fn run_source(
     while !cancel.is_cancelled() {
         let mut got = 0;
         for topic in [Topic::Orders, Topic::Payments] {
-            for (ack_id, message) in broker.pull(topic, max_pull) {
+            for delivery in broker.pull_deliveries(topic, max_pull) {
                 got += 1;
-                let acker = Box::new(BrokerAcker {
-                    broker: broker.clone(),
-                    topic,
-                    ack_id,
-                });
-                if tx.send(Delivery { message, acker }).await.is_err() {
+                if tx.send(delivery).await.is_err() {
                     return;
                 }
             }
@@ -381,6 +470,59 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen, (0..10_000).collect::<Vec<_>>());
         assert_eq!(b.stats().redelivered, 0);
+    }
+
+    #[test]
+    fn on_a_manual_clock_leases_expire_only_when_the_clock_is_advanced() {
+        let run = || {
+            let b = Broker::new(BrokerConfig {
+                ack_deadline: Duration::from_secs(10),
+                seed: 9,
+                manual_clock: true,
+                ..Default::default()
+            });
+            let m = b.publish(Topic::Orders, b"x".to_vec());
+            let tie = b.publish_at(Topic::Orders, b"y".to_vec(), m.publish_time_us);
+            assert_eq!(tie.publish_time_us, m.publish_time_us);
+            assert_eq!(b.pull(Topic::Orders, 10).len(), 2);
+            assert!(b.pull(Topic::Orders, 10).is_empty(), "time stands still");
+            b.advance_clock(Duration::from_secs(9));
+            assert!(b.pull(Topic::Orders, 10).is_empty(), "deadline not passed");
+            b.advance_clock(Duration::from_secs(1));
+            let again = b.pull(Topic::Orders, 10);
+            assert_eq!(again.len(), 2);
+            assert_eq!(b.stats().redelivered, 2);
+            again
+                .into_iter()
+                .map(|(_, m)| (m.message_id, m.publish_time_us))
+                .collect::<Vec<_>>()
+        };
+        // Message ids and publish times come from the seed and the manual
+        // clock, not from the wall clock.
+        assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn expired_leases_come_back_in_lease_order() {
+        let b = Broker::new(BrokerConfig {
+            manual_clock: true,
+            ..Default::default()
+        });
+        for i in 0..100u8 {
+            b.publish(Topic::Orders, vec![i]);
+        }
+        let first: Vec<_> = b
+            .pull(Topic::Orders, 100)
+            .into_iter()
+            .map(|(_, m)| m.data)
+            .collect();
+        b.advance_clock(BrokerConfig::default().ack_deadline);
+        let again: Vec<_> = b
+            .pull(Topic::Orders, 100)
+            .into_iter()
+            .map(|(_, m)| m.data)
+            .collect();
+        assert_eq!(first, again);
     }
 
     #[test]

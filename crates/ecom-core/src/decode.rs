@@ -46,14 +46,28 @@ pub fn decode(raw: &RawMessage) -> Result<Event, Rejection> {
         topic: raw.topic.name().to_string(),
         detail: e.to_string(),
     };
+    // serde's derived structs also accept a JSON array with the fields in
+    // declaration order; producers send objects, and an array that happens
+    // to line up is not what anyone meant.
+    let first = raw.data.iter().find(|b| !b.is_ascii_whitespace());
+    let not_an_object = |what: &str| Rejection::Malformed {
+        topic: raw.topic.name().to_string(),
+        detail: format!("the payload must be a JSON object, got {what}"),
+    };
     match raw.topic {
         Topic::Orders => {
             let order: Order = serde_json::from_slice(&raw.data).map_err(malformed)?;
+            if first != Some(&b'{') {
+                return Err(not_an_object("an array"));
+            }
             validate_order(&order)?;
             Ok(Event::Order(Versioned::new(order, provenance)))
         }
         Topic::Payments => {
             let payment: Payment = serde_json::from_slice(&raw.data).map_err(malformed)?;
+            if first != Some(&b'{') {
+                return Err(not_an_object("an array"));
+            }
             validate_payment(&payment)?;
             Ok(Event::Payment(Versioned::new(payment, provenance)))
         }
@@ -174,6 +188,21 @@ mod tests {
             let err = decode(&raw(topic, json)).unwrap_err().to_string();
             assert!(err.contains(needle), "{json:?}: {err}");
         }
+    }
+
+    #[test]
+    fn an_array_with_the_fields_in_order_is_rejected() {
+        // serde's derived Deserialize takes a sequence for a struct.
+        let order = r#"[7, 3, "Laptop", 2, 734.2183, "1 Main St", "Shipped", "2024-01-21"]"#;
+        let err = decode(&raw(Topic::Orders, order)).unwrap_err().to_string();
+        assert!(err.contains("must be a JSON object, got an array"), "{err}");
+        let payment = r#" [1007, 7, "PayPal", "0042", "Completed", "x"]"#;
+        let err = decode(&raw(Topic::Payments, payment))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be a JSON object"), "{err}");
+        // Leading whitespace before an object is fine.
+        assert!(decode(&raw(Topic::Orders, &format!("\n {ORDER}"))).is_ok());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! same rule against a store with conditional writes; property tests and
 //! `demo` compare what it produced with [`model::Model::final_state`].
 
+pub mod bad_input;
 pub mod decode;
 pub mod event;
 #[cfg(test)]

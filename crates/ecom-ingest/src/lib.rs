@@ -184,9 +184,12 @@ pub async fn run_ingest(
     Ok(())
 }
 
-/// Appends and settles one batch. `Err` only for a fatal log error (the
-/// batch was nacked).
-async fn append_and_settle(
+/// Appends and settles one batch: classify, append, then ack every message
+/// (or nack them all if the append failed). `Err` only for a fatal log
+/// error (the batch was nacked). [`run_ingest`] calls it per batch; the
+/// simulation tests call it directly, so that they drive the very code
+/// that acknowledges.
+pub async fn append_and_settle(
     log: &Log,
     batch: Vec<Delivery>,
     c: &IngestCounters,

@@ -105,6 +105,48 @@ pub enum LogError {
         reason: String,
     },
 
+    /// On open: a file of the log cannot be read as it should: sled refused
+    /// or panicked while recovering its database (`<dir>/db/db`,
+    /// `<dir>/db/conf`), or `<dir>/HIGH_WATER` is malformed.
+    #[error(
+        "log {} is damaged: {} {reason}; run `ecom-pipeline log verify --dir {}`; restore the directory from a backup, or copy what is readable into a new log with `ecom-pipeline log salvage --dir {} --into NEW_DIR`",
+        dir.display(),
+        file.display(),
+        dir.display(),
+        dir.display()
+    )]
+    Damaged {
+        dir: PathBuf,
+        file: PathBuf,
+        reason: String,
+    },
+
+    /// On open: the database holds fewer records than the log had when it
+    /// was last opened or closed (recorded in `<dir>/HIGH_WATER`): sled
+    /// recovered a truncated or overwritten file to a shorter prefix, and
+    /// the records past it, all acknowledged, are gone.
+    #[error(
+        "log {} lost records: its database file {}/db/db holds entries below seq {found_next_seq} and {found_quarantine} quarantined, but the log had reached {recorded_next_seq} entries and {recorded_quarantine} quarantined when it was last opened or closed (recorded in {}/HIGH_WATER); entries {found_next_seq}..{recorded_next_seq} were acknowledged and are no longer there (the file was truncated or overwritten). Restore the directory from a backup; or run `ecom-pipeline log salvage --dir {} --into NEW_DIR` to keep what is readable, and have the source redeliver the rest (Pub/Sub: seek the subscription to a time before the loss)",
+        dir.display(),
+        dir.display(),
+        dir.display(),
+        dir.display()
+    )]
+    Truncated {
+        dir: PathBuf,
+        found_next_seq: u64,
+        recorded_next_seq: u64,
+        found_quarantine: u64,
+        recorded_quarantine: u64,
+    },
+
+    /// `Log::salvage`: the target directory already holds a log.
+    #[error(
+        "refusing to salvage into {}: it already holds a log; name a new directory (salvage never writes into an existing log)",
+        into.display()
+    )]
+    SalvageTarget { into: PathBuf },
+
     /// A quarantine record failed its checksum or did not decode (raised by
     /// `Log::rejected`).
     #[error(

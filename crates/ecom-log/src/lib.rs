@@ -31,6 +31,9 @@
 //!
 //! ```text
 //! <dir>/LOCK                   pid of the owning process, flock-ed while open
+//! <dir>/HIGH_WATER             `next_seq <n> next_quarantine_seq <q>` as of the
+//!                              last open or close: a database holding less
+//!                              was truncated (see `high_water`)
 //! <dir>/db/                    sled 0.34 database (sled's own files)
 //!
 //! sled default tree, by key prefix:
@@ -148,6 +151,16 @@
 //! they are answered as `Duplicate`, which is right, since they are in the
 //! log.
 //!
+//! sled recovers a *damaged* file the same way, silently: a truncated or
+//! overwritten `db/db` opens as the log of some earlier group commit, or
+//! as an empty database (which would start a new log). So [`Log::open`]
+//! compares what it finds with `<dir>/HIGH_WATER`, written at every open
+//! and close (`high_water`), and refuses a database holding less with
+//! [`LogError::Truncated`], naming the lost range; a file sled cannot
+//! recover at all (it reports corruption or panics) is
+//! [`LogError::Damaged`]. [`Log::salvage`] copies every readable record of
+//! such a log into a new one and lists the rest.
+//!
 //! [`Log::open`] then checks what the projector will read next: every entry
 //! from the checkpoint to `next_seq` must be present, contiguous, pass its
 //! checksum and decode, and nothing may lie beyond `next_seq`; the first
@@ -172,8 +185,10 @@
 //! scan the log). `append` never blocks the runtime.
 
 mod error;
+mod high_water;
 mod lock;
 mod record;
+mod salvage;
 mod upgrade;
 mod verify;
 mod writer;
@@ -194,6 +209,7 @@ use crate::record::{
     FORMAT_1, FORMAT_VERSION, META_CHECKPOINT, META_DUPLICATES, META_FORMAT_VERSION,
     META_NEXT_QUARANTINE_SEQ, META_NEXT_SEQ, RecordKind, entry_key, quarantine_key,
 };
+pub use crate::salvage::SalvageReport;
 pub use crate::upgrade::UpgradeReport;
 use crate::writer::{Durability, Prepared, Request, Shared, Writer};
 
@@ -311,6 +327,10 @@ pub struct Log {
 
 struct Inner {
     shared: Arc<Shared>,
+    /// Why the database holds less than `HIGH_WATER` says, when it was
+    /// opened for inspection anyway: reported by `verify`, and the file is
+    /// then left alone (it is the evidence).
+    lost: Option<String>,
     tx: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     // Field order matters for drop: the database closes before the lock is
@@ -330,6 +350,14 @@ impl Drop for Inner {
         }
         if let Err(e) = self.shared.flush_durably(&self.db) {
             tracing::error!(dir = %self.shared.dir.display(), error = %e, "final flush of the log failed");
+        } else if self.lost.is_none() {
+            let marks = high_water::Marks {
+                next_seq: self.shared.next_seq.load(Ordering::Acquire),
+                next_quarantine_seq: self.shared.next_quarantine_seq.load(Ordering::Acquire),
+            };
+            if let Err(e) = high_water::write(&self.shared.dir, marks) {
+                tracing::error!(dir = %self.shared.dir.display(), error = %e, "cannot record the log's high-water mark");
+            }
         }
     }
 }
@@ -355,7 +383,30 @@ pub(crate) fn open_sled(dir: &Path, config: sled::Config) -> Result<sled::Db, Lo
     let started = std::time::Instant::now();
     let mut pause = std::time::Duration::from_millis(5);
     loop {
-        match config.open() {
+        // sled 0.34 panics on some damaged files (a zeroed header) instead
+        // of returning an error.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .map_err(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                LogError::Damaged {
+                    dir: dir.to_path_buf(),
+                    file: dir.join("db"),
+                    reason: format!("makes sled panic while recovering it ({what})"),
+                }
+            })?;
+        match opened {
+            Err(sled::Error::Corruption { .. }) => {
+                return Err(LogError::Damaged {
+                    dir: dir.to_path_buf(),
+                    file: dir.join("db"),
+                    reason: "holds data sled reports as corrupted (in db/conf or db/db)"
+                        .to_string(),
+                });
+            }
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock")
                     && started.elapsed() < PATIENCE =>
@@ -396,6 +447,19 @@ impl Log {
         )?;
         let durability = Durability::new(&db_dir).map_err(LogError::io(&db_dir.join("db")))?;
         let meta = load_or_init_meta(dir, &db, &durability)?;
+        let found = high_water::Marks {
+            next_seq: meta.next_seq,
+            next_quarantine_seq: meta.next_quarantine_seq,
+        };
+        let recorded = high_water::read(dir)?;
+        let lost = match high_water::check(dir, recorded, found) {
+            Ok(()) => None,
+            Err(e) if !opts.verify_tail_on_open => Some(e.to_string()),
+            Err(e) => return Err(e),
+        };
+        if lost.is_none() && recorded != Some(found) {
+            high_water::write(dir, found)?;
+        }
         let checked = if opts.verify_tail_on_open {
             verify::check_tail(dir, &db, meta.checkpoint, meta.next_seq)?
         } else {
@@ -438,6 +502,7 @@ impl Log {
         Ok(Log {
             inner: Arc::new(Inner {
                 shared,
+                lost,
                 tx: Some(tx),
                 writer: Some(writer),
                 db,
@@ -460,6 +525,17 @@ impl Log {
     /// once (tens of bytes per record). Blocking.
     pub fn upgrade(dir: &Path) -> Result<UpgradeReport, LogError> {
         upgrade::upgrade(dir)
+    }
+
+    /// Copies every readable record of the (damaged) log in `from` into a
+    /// new log in `into`, entries in their order and then the quarantine,
+    /// and reports what could not be copied. The new log starts at
+    /// checkpoint 0, so the projector re-applies every entry (harmless: the
+    /// store depends only on the set of events). `into` must not hold a log;
+    /// `from` is read under its lock, so no pipeline may run on it. See the
+    /// `salvage` module for what is lost and how to get it back.
+    pub async fn salvage(from: &Path, into: &Path) -> Result<SalvageReport, LogError> {
+        salvage::salvage(from, into).await
     }
 
     /// The log directory.
@@ -648,7 +724,11 @@ impl Log {
     /// errors; `Err` means the check itself could not run. Blocking; reads
     /// the whole log. Safe while appends continue.
     pub fn verify(&self) -> Result<VerifyReport, LogError> {
-        verify::verify(self.dir(), &self.inner.db)
+        let mut report = verify::verify(self.dir(), &self.inner.db)?;
+        if let Some(lost) = &self.inner.lost {
+            report.problems.insert(0, lost.clone());
+        }
+        Ok(report)
     }
 }
 

@@ -45,7 +45,7 @@ pub(crate) const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 pub(crate) const META_DUPLICATES: &[u8] = b"mduplicates_message_id";
 
 /// Which keyspace a sequence number belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum RecordKind {
     Entry,
     Quarantine,

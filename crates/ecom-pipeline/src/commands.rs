@@ -423,11 +423,51 @@ pub enum LogCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Copy every readable record of a damaged log into a new log directory,
+    /// and list what could not be copied. The new log starts at checkpoint
+    /// 0 (the projector re-applies every entry, which is harmless). Stop the
+    /// pipeline first; the damaged log is only read. Exits 1 if anything was
+    /// lost, after copying the rest.
+    Salvage {
+        /// The damaged log directory (default: the configured log dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A new directory for the salvaged log (must not hold a log).
+        #[arg(long)]
+        into: PathBuf,
+    },
 }
 
 pub async fn log(cfg: &Config, cmd: LogCommand) -> anyhow::Result<ExitCode> {
     let dir = match cmd {
         LogCommand::Verify { dir } => dir.unwrap_or_else(|| cfg.log_dir.clone()),
+        LogCommand::Salvage { dir, into } => {
+            let dir = dir.unwrap_or_else(|| cfg.log_dir.clone());
+            let report = Log::salvage(&dir, &into).await?;
+            println!(
+                "salvaged {} entries and {} quarantined messages from {} into {}",
+                report.entries_copied,
+                report.quarantine_copied,
+                dir.display(),
+                into.display()
+            );
+            for lost in &report.lost {
+                println!("  lost: {lost}");
+            }
+            if report.lost.is_empty() {
+                println!(
+                    "nothing was lost; point the pipeline at {} (its projector re-applies every entry from checkpoint 0)",
+                    into.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{} problems: the records above are not in the new log; they were acknowledged, so only the source can send them again (Pub/Sub: seek the subscription to a time before the damage; the new log drops what it already holds). Then point the pipeline at {}",
+                report.lost.len(),
+                into.display()
+            );
+            return Ok(ExitCode::from(1));
+        }
         LogCommand::Upgrade { dir } => {
             let dir = dir.unwrap_or_else(|| cfg.log_dir.clone());
             let report = Log::upgrade(&dir)?;

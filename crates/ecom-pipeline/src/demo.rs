@@ -108,6 +108,7 @@ pub async fn demo<S: FactStore>(
         duplicate_ratio: args.duplicate_ratio,
         lost_ack_ratio: args.lost_ack_ratio,
         reorder: true,
+        manual_clock: false,
     });
     let cancel = CancellationToken::new();
     let popts = ProjectorOptions {

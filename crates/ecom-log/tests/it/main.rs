@@ -7,6 +7,7 @@ mod checkpoint;
 mod corruption;
 mod crash;
 mod dedup;
+mod file_damage;
 mod group_commit;
 mod lock;
 mod quarantine;

@@ -1,4 +1,5 @@
 //! End-to-end tests of the `ecom-pipeline` binary on the embedded default.
 
+mod bad_input;
 mod cli;
 mod pubsub;
