@@ -5,10 +5,10 @@
 //! The whole pipeline runs in this process: the real Pub/Sub source, ingest
 //! into a fresh log, the projector into a fresh keyspace. A publisher sends
 //! new orders (distinct ids) on a fixed schedule; for a sample of them a
-//! reader polls the row with a plain read at the store's consistency, which
-//! is what any reader of the table sees. The clock starts just before the
-//! publish call, so the publisher's own batching counts, as it would for a
-//! producer.
+//! reader (a session of its own) polls the row with a plain read at the
+//! store's consistency, which is what any reader of the table sees. The
+//! clock starts just before the publish call, so the publisher's own
+//! batching counts, as it would for a producer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +29,12 @@ use crate::{BenchError, BenchOptions, Row};
 /// readers' polls do not load Cassandra noticeably.
 const SAMPLES_PER_S: f64 = 25.0;
 const POLL: Duration = Duration::from_millis(5);
+/// Reads in flight for the timing polls, on a session of their own: the
+/// polls first shared the projector's session and its in-flight bound, so
+/// a slow row meant more pollers, fewer slots for the projector, and
+/// slower rows (a feedback loop that turned a backlog of seconds into one
+/// of tens of seconds).
+const READERS_IN_FLIGHT: usize = 4;
 /// A sample not readable after this long fails the stage.
 const GIVE_UP: Duration = Duration::from_secs(60);
 /// Rate used when this run measured no sustained rate.
@@ -97,7 +103,9 @@ pub(crate) async fn run(
         tokio::spawn(async move { p.run(c).await })
     };
 
-    let measured = publish_and_time(&pcfg, &scratch.store, total, rate, sample_every).await;
+    let reader = Arc::new(scratch.reader(READERS_IN_FLIGHT).await?);
+    let measured = publish_and_time(&pcfg, &reader, total, rate, sample_every).await;
+    drop(reader);
     cancel.cancel();
     let _ = source.await;
     let _ = ingest.await;

@@ -130,6 +130,15 @@ impl Scratch {
         Ok(Scratch { store, cfg })
     }
 
+    /// A second session on the same keyspace with its own in-flight bound:
+    /// what an outside reader of the table uses, so its requests never take
+    /// the pipeline's slots.
+    pub(crate) async fn reader(&self, max_in_flight: usize) -> Result<CassandraStore, BenchError> {
+        let mut cfg = self.cfg.clone();
+        cfg.max_in_flight = max_in_flight;
+        Ok(CassandraStore::connect(cfg).await?)
+    }
+
     /// Drops the keyspace; a failure only warns (it is scratch).
     pub(crate) async fn drop(self) {
         drop(self.store);
