@@ -147,7 +147,10 @@ async fn run_with<S: FactStore>(
     };
     tracing::info!(log_dir = %cfg.log_dir.display(), store = ?cfg.store, "pipeline running; SIGINT/SIGTERM stops it cleanly");
 
-    let signals = tokio::spawn(watch_signals(cancel.clone()));
+    // Installed here, before the first status file says the run is up: a
+    // handler installed later, inside the spawned task, left a window in
+    // which SIGTERM killed the process instead of stopping it cleanly.
+    let signals = tokio::spawn(watch_signals(install_signal_handlers(), cancel.clone()));
     let started = std::time::Instant::now();
     let status_path = cfg.log_dir.join("status.json");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -263,14 +266,26 @@ async fn live_status<S: FactStore>(
     r
 }
 
-/// First signal: cancel (clean shutdown). Second: exit at once.
-async fn watch_signals(cancel: CancellationToken) {
+type SignalHandlers = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+/// SIGTERM and SIGINT handlers, installed when this returns.
+fn install_signal_handlers() -> Option<SignalHandlers> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers");
+    ) {
+        (Ok(term), Ok(int)) => Some((term, int)),
+        _ => {
+            tracing::warn!("cannot install signal handlers");
+            None
+        }
+    }
+}
+
+/// First signal: cancel (clean shutdown). Second: exit at once.
+async fn watch_signals(handlers: Option<SignalHandlers>, cancel: CancellationToken) {
+    let Some((mut term, mut int)) = handlers else {
         return;
     };
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }

@@ -121,8 +121,15 @@ fn sigterm_in_the_middle_of_a_pubsub_run_loses_nothing() {
         "--store-dir",
         &store,
     ]);
+    // The status file must be the resumed run's own: the first run's can
+    // already show the full count (it may have got everything before its
+    // SIGTERM), and a SIGTERM sent before the resumed run installed its
+    // handler kills it instead of stopping it.
+    let resumed_pid = u64::from(resumed.id());
     wait_for_status_within(&tmp.path().join("log"), Duration::from_secs(90), |s| {
-        s["log_entries"].as_u64() == Some(6030) && s["lag"].as_u64() == Some(0)
+        s["running_pid"].as_u64() == Some(resumed_pid)
+            && s["log_entries"].as_u64() == Some(6030)
+            && s["lag"].as_u64() == Some(0)
     });
     sigterm_and_expect_clean_exit(resumed);
     let status = json(&with(&["status", "--json"]));
