@@ -32,7 +32,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20)]
     pub latency_secs: u64,
     /// Publish rate of the latency stage (messages/s); default: half the
-    /// sustained rate measured by this run's ingest and projection stages.
+    /// end-to-end sustained rate, which the stage measures first.
     #[arg(long)]
     pub latency_rate: Option<f64>,
     /// Also write the rows as JSON to this file.

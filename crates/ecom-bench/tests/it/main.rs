@@ -138,6 +138,34 @@ async fn ingest_and_latency_stages_run_the_real_source_against_the_emulator() {
     rows.iter().for_each(assert_consistent);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_without_a_rate_measures_the_end_to_end_rate_first_and_runs_at_half_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(&[Stage::Latency], dir.path());
+    opts.latency_rate = None;
+    let Some(opts) = with_pubsub(opts) else {
+        return;
+    };
+    let Some(opts) = with_cassandra(opts) else {
+        return;
+    };
+    let rows = run(&opts, |_| {}).await.unwrap();
+    assert_eq!(rows.len(), 4, "{rows:#?}");
+    let sustained = &rows[0];
+    assert_eq!(
+        (sustained.stage.as_str(), sustained.unit.as_str()),
+        ("latency", "messages/s"),
+        "{sustained:?}"
+    );
+    assert!(
+        sustained.workload.starts_with("end-to-end sustained rate"),
+        "{sustained:?}"
+    );
+    let steady = format!("publish → readable at {:.0}/s, p50", sustained.ours / 2.0);
+    assert_eq!(rows[1].workload, steady, "{rows:#?}");
+    rows.iter().for_each(assert_consistent);
+}
+
 #[tokio::test]
 async fn a_stage_whose_server_is_missing_is_refused_with_what_to_start() {
     let dir = tempfile::tempdir().unwrap();
