@@ -101,7 +101,9 @@ impl SledStore {
     pub fn open(path: &Path) -> Result<Self> {
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(128 << 20)
+            // Small: sled 0.34's resident set grows well past this anyway
+            // (see ecom-log's `LogOptions::cache_capacity_bytes`).
+            .cache_capacity(32 << 20)
             .flush_every_ms(None)
             .open()
             .map_err(|e| {
