@@ -37,9 +37,20 @@
 //! `replay --from-log …` into a fresh keyspace must give the same state.
 //! One summary line, `crash-test: …`, is printed; any non-zero count fails.
 //!
-//! The check can fail: dropping one published message from the harness's
-//! record (temporarily, not committed) gives `unknown=1` plus the business
-//! difference it makes, and the test fails.
+//! The check can fail (tried with a temporary edit, not committed): with
+//! one valid message removed from the harness's record and one payment
+//! entry removed from the union before the fold, the run ended
+//! `unknown=1 … wrong=1 … audit_extra=1 … replay_differences=2` and failed,
+//! printing the differing rows, the seed, and keeping the logs and
+//! keyspaces for a post-mortem.
+//!
+//! Two things the harness has to do that are not obvious: it passes
+//! `--pubsub-max-lease-extension 10s`, or what a killed process had leased
+//! comes back only after the default 60 s stream deadline (the drain then
+//! needed three 15 s idle rounds); and before the final SIGTERM it waits
+//! for the instance's status file, because a SIGTERM that arrives before
+//! `run` installed its handler kills it with status 15 (harmless for the
+//! data, but not a clean stop).
 //!
 //! Long mode: `ECOM_CRASH_KILLS=300 ECOM_CRASH_INSTANCES=3
 //! ECOM_CRASH_MESSAGES=20000 cargo test -p ecom-pipeline --test it crash --
@@ -150,6 +161,9 @@ impl Target {
         bin()
             .arg("run")
             .args(["--source", "pubsub", "--log-dir", &log_dir])
+            // The stream ack deadline: what a killed process had leased
+            // comes back 10 s after its last extension, not 60 s.
+            .args(["--pubsub-max-lease-extension", "10s"])
             .args(self.args(&self.keyspace))
             .args(extra)
             .stdout(Stdio::null())
@@ -504,7 +518,8 @@ fn random_sigkills_of_pubsub_to_cassandra_instances_lose_and_double_nothing() {
         }
         let logs = read_logs(&dirs);
         let cov = coverage(&published, &logs);
-        if cov == Coverage::default() || rounds == 4 {
+        // Draining more cannot remove an unknown message id.
+        if (cov.not_in_log == 0 && cov.not_quarantined == 0) || rounds == 4 {
             break (logs, cov);
         }
         eprintln!("crash-test: after drain round {rounds}: {cov:?}; another round");
