@@ -187,17 +187,23 @@ pub(crate) async fn run(
     Ok(rows)
 }
 
+/// `count` orders with distinct ids from `first_id`, as the producer
+/// publishes them.
+fn new_orders(first_id: i64, count: u64, seed: u64) -> Vec<(ecom_core::Topic, Vec<u8>)> {
+    plan(&ProduceSpec {
+        kind: ProduceKind::Orders,
+        count,
+        first_id,
+        seed,
+        ..ProduceSpec::default()
+    })
+}
+
 /// Publishes `burst` new orders as fast as the publisher goes and returns
 /// them per second, timed from the first publish until the projector's
 /// checkpoint passed the last of them.
 async fn sustained_rate(pcfg: &PubSubConfig, log: &Log, burst: u64) -> Result<f64, BenchError> {
-    let messages = plan(&ProduceSpec {
-        kind: ProduceKind::Orders,
-        count: burst,
-        first_id: BURST_FIRST_ID,
-        seed: 23,
-        ..ProduceSpec::default()
-    });
+    let messages = new_orders(BURST_FIRST_ID, burst, 23);
     let publisher = ecom_pubsub::publisher(pcfg, "orders_data").await?;
     let start = Instant::now();
     let published: Vec<_> = messages
@@ -233,13 +239,7 @@ async fn publish_and_time(
     sample_every: u64,
 ) -> Result<Vec<f64>, BenchError> {
     const FIRST_ID: i64 = STEADY_FIRST_ID;
-    let messages = plan(&ProduceSpec {
-        kind: ProduceKind::Orders,
-        count: total,
-        first_id: FIRST_ID,
-        seed: 21,
-        ..ProduceSpec::default()
-    });
+    let messages = new_orders(FIRST_ID, total, 21);
     let publisher = ecom_pubsub::publisher(pcfg, "orders_data").await?;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = tokio::time::Instant::now();
