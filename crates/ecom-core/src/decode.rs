@@ -42,32 +42,31 @@ pub fn decode(raw: &RawMessage) -> Result<Event, Rejection> {
         message_id: raw.message_id.clone(),
         publish_time_us: raw.publish_time_us,
     };
-    let malformed = |e: serde_json::Error| Rejection::Malformed {
-        topic: raw.topic.name().to_string(),
-        detail: e.to_string(),
-    };
     // serde's derived structs also accept a JSON array with the fields in
     // declaration order; producers send objects, and an array that happens
-    // to line up is not what anyone meant.
-    let first = raw.data.iter().find(|b| !b.is_ascii_whitespace());
-    let not_an_object = |what: &str| Rejection::Malformed {
-        topic: raw.topic.name().to_string(),
-        detail: format!("the payload must be a JSON object, got {what}"),
-    };
+    // to line up is not what anyone meant. Checked after parsing, so a
+    // payload that is not JSON at all keeps serde's reason.
+    fn object<T: serde::de::DeserializeOwned>(raw: &RawMessage) -> Result<T, Rejection> {
+        let malformed = |detail: String| Rejection::Malformed {
+            topic: raw.topic.name().to_string(),
+            detail,
+        };
+        let value = serde_json::from_slice(&raw.data).map_err(|e| malformed(e.to_string()))?;
+        match raw.data.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => Ok(value),
+            _ => Err(malformed(
+                "the payload must be a JSON object, got an array".into(),
+            )),
+        }
+    }
     match raw.topic {
         Topic::Orders => {
-            let order: Order = serde_json::from_slice(&raw.data).map_err(malformed)?;
-            if first != Some(&b'{') {
-                return Err(not_an_object("an array"));
-            }
+            let order: Order = object(raw)?;
             validate_order(&order)?;
             Ok(Event::Order(Versioned::new(order, provenance)))
         }
         Topic::Payments => {
-            let payment: Payment = serde_json::from_slice(&raw.data).map_err(malformed)?;
-            if first != Some(&b'{') {
-                return Err(not_an_object("an array"));
-            }
+            let payment: Payment = object(raw)?;
             validate_payment(&payment)?;
             Ok(Event::Payment(Versioned::new(payment, provenance)))
         }
