@@ -11,7 +11,7 @@ use ecom_core::bad_input::{BadInput, corpus};
 use ecom_pubsub::PubSubConfig;
 use google_cloud_pubsub::model::Message;
 
-use super::cli::{json, run};
+use super::cli::{json, run_with};
 use super::pubsub::{emulator, one_at_a_time, project};
 
 fn good_order(order_id: i64) -> Vec<u8> {
@@ -72,18 +72,15 @@ fn corpus_through_pubsub(bad: &[BadInput]) {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("log").display().to_string();
     let store = tmp.path().join("store").display().to_string();
-    let with = |args: &[&str]| {
-        let mut a: Vec<&str> = args.to_vec();
-        a.extend_from_slice(&[
-            "--project",
-            &project,
-            "--log-dir",
-            &log,
-            "--store-dir",
-            &store,
-        ]);
-        run(&a)
-    };
+    let common = [
+        "--project",
+        project.as_str(),
+        "--log-dir",
+        &log,
+        "--store-dir",
+        &store,
+    ];
+    let with = |extra: &[&str]| run_with(extra, &common);
     assert!(with(&["setup", "pubsub"]).status.success());
 
     // A good order before each bad message and its payment after it.

@@ -27,6 +27,14 @@ pub fn run(args: &[&str]) -> Output {
     out
 }
 
+/// [`run`] with `extra` followed by `common`: the arguments every call of a
+/// test shares (directories, project).
+pub fn run_with(extra: &[&str], common: &[&str]) -> Output {
+    let mut args = extra.to_vec();
+    args.extend_from_slice(common);
+    run(&args)
+}
+
 /// Starts `ecom-pipeline run ...` in the background.
 pub fn spawn_run(args: &[&str]) -> Child {
     bin()
@@ -121,11 +129,7 @@ fn run_then_status_verify_replay_and_rejected_agree() {
     let tmp = tempfile::tempdir().unwrap();
     let (log, store) = dirs(tmp.path());
     let base = ["--log-dir", &log, "--store-dir", &store];
-    let with = |extra: &[&str]| {
-        let mut a: Vec<&str> = extra.to_vec();
-        a.extend_from_slice(&base);
-        run(&a)
-    };
+    let with = |extra: &[&str]| run_with(extra, &base);
     assert!(
         with(&["run", "--orders", "400", "--stop-after-idle", "1s"])
             .status
@@ -330,11 +334,7 @@ fn format_1_log_is_refused_until_log_upgrade_converts_it_in_place() {
     let tmp = tempfile::tempdir().unwrap();
     let (log, store) = dirs(tmp.path());
     let base = ["--log-dir", &log, "--store-dir", &store];
-    let with = |extra: &[&str]| {
-        let mut a: Vec<&str> = extra.to_vec();
-        a.extend_from_slice(&base);
-        run(&a)
-    };
+    let with = |extra: &[&str]| run_with(extra, &base);
     assert!(
         with(&["run", "--orders", "100", "--stop-after-idle", "1s"])
             .status
@@ -375,11 +375,7 @@ fn a_damaged_log_is_refused_or_reported_and_salvage_keeps_what_is_readable() {
     let tmp = tempfile::tempdir().unwrap();
     let (log, store) = dirs(tmp.path());
     let base = ["--log-dir", &log, "--store-dir", &store];
-    let with = |extra: &[&str]| {
-        let mut a: Vec<&str> = extra.to_vec();
-        a.extend_from_slice(&base);
-        run(&a)
-    };
+    let with = |extra: &[&str]| run_with(extra, &base);
     assert!(
         with(&["run", "--orders", "300", "--stop-after-idle", "1s"])
             .status

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::cli::{
-    json, run, sigterm_and_expect_clean_exit, spawn_run, wait_for_status, wait_for_status_within,
+    json, run_with, sigterm_and_expect_clean_exit, spawn_run, wait_for_status,
+    wait_for_status_within,
 };
 
 pub fn emulator() -> Option<String> {
@@ -55,12 +56,19 @@ fn sigterm_in_the_middle_of_a_pubsub_run_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("log").display().to_string();
     let store = tmp.path().join("store").display().to_string();
-    let p = ["--project", project.as_str()];
-    let with = |args: &[&str]| {
-        let mut a: Vec<&str> = args.to_vec();
-        a.extend_from_slice(&p);
-        a.extend_from_slice(&["--log-dir", &log, "--store-dir", &store]);
-        run(&a)
+    let common = [
+        "--project",
+        project.as_str(),
+        "--log-dir",
+        &log,
+        "--store-dir",
+        &store,
+    ];
+    let with = |extra: &[&str]| run_with(extra, &common);
+    let pubsub_run = || {
+        let mut args = vec!["--source", "pubsub"];
+        args.extend_from_slice(&common);
+        spawn_run(&args)
     };
     // The shortest deadline Pub/Sub allows: messages the server had sent on
     // the stream that SIGTERM closed, but the client never read, are
@@ -90,16 +98,7 @@ fn sigterm_in_the_middle_of_a_pubsub_run_loses_nothing() {
     ]));
     assert_eq!(payments["published"], 3030);
 
-    let child = spawn_run(&[
-        "--source",
-        "pubsub",
-        "--project",
-        &project,
-        "--log-dir",
-        &log,
-        "--store-dir",
-        &store,
-    ]);
+    let child = pubsub_run();
     // Stop it once it has made some progress.
     wait_for_status(&tmp.path().join("log"), |s| {
         s["log_entries"].as_u64().unwrap_or(0) > 0
@@ -111,16 +110,7 @@ fn sigterm_in_the_middle_of_a_pubsub_run_loses_nothing() {
     // closed stream); the log dedups what was appended but not acked. Waiting
     // for the count, bounded well past the deadline, rather than for an idle
     // spell: a 3 s idle spell ended the run before the server redelivered.
-    let resumed = spawn_run(&[
-        "--source",
-        "pubsub",
-        "--project",
-        &project,
-        "--log-dir",
-        &log,
-        "--store-dir",
-        &store,
-    ]);
+    let resumed = pubsub_run();
     // The status file must be the resumed run's own: the first run's can
     // already show the full count (it may have got everything before its
     // SIGTERM), and a SIGTERM sent before the resumed run installed its
