@@ -83,6 +83,11 @@ impl Instance {
             child: None,
         }
     }
+
+    /// What the instance wrote to stderr so far (every run appends).
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
 }
 
 /// What every `ecom-pipeline` invocation of one run shares.
@@ -93,6 +98,9 @@ pub struct Target {
     /// Where the pipeline processes reach Pub/Sub, when not
     /// `PUBSUB_EMULATOR_HOST` (a fault proxy in front of it, say).
     pub pubsub_via: Option<String>,
+    /// Where `run` reaches Cassandra, when not `cassandra` (a fault
+    /// proxy); the harness's own reads, `verify` and `replay` go direct.
+    pub cassandra_via: Option<String>,
 }
 
 impl Target {
@@ -102,6 +110,7 @@ impl Target {
             cassandra,
             keyspace,
             pubsub_via: None,
+            cassandra_via: None,
         }
     }
 
@@ -157,12 +166,17 @@ impl Target {
             cmd.env("PUBSUB_EMULATOR_HOST", via);
         }
         cmd.envs(env.iter().copied());
+        let mut args = self.args(&self.keyspace);
+        if let Some(via) = &self.cassandra_via {
+            let at = args.iter().position(|a| *a == "--cassandra").unwrap() + 1;
+            args[at] = via;
+        }
         cmd.arg("run")
             .args(["--source", "pubsub", "--log-dir", &log_dir])
             // The stream ack deadline: what a killed process had leased
             // comes back 10 s after its last extension, not 60 s.
             .args(["--pubsub-max-lease-extension", "10s"])
-            .args(self.args(&self.keyspace))
+            .args(args)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -292,11 +306,29 @@ impl Producing {
         }
     }
 
+    /// Whether every batch is out.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
     /// Stops after the batch in progress; returns everything published.
     pub fn stop(self) -> Vec<Published> {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().expect("the producer thread panicked");
         std::mem::take(&mut *self.record.lock().unwrap())
+    }
+
+    /// Waits (bounded) until every batch is out; returns everything.
+    pub fn finish(self, within: Duration) -> Vec<Published> {
+        let deadline = Instant::now() + within;
+        while !self.thread.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the producer did not finish within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.stop()
     }
 }
 
@@ -585,8 +617,9 @@ pub fn drain_and_check(
     }
 }
 
-/// Drops the keyspaces of an exact run; keeps everything of any other for
-/// a post-mortem and panics saying where it is.
+/// Drops the keyspaces of an exact run (keeps its logs and instances'
+/// stderr with `ECOM_FAULT_KEEP=1`); keeps everything of any other for a
+/// post-mortem and panics saying where it is.
 pub fn conclude(
     outcome: &Outcome,
     what: &str,
@@ -596,6 +629,12 @@ pub fn conclude(
     replayed: &str,
 ) {
     if outcome.is_exact() {
+        if std::env::var("ECOM_FAULT_KEEP").as_deref() == Ok("1") {
+            eprintln!(
+                "{what}: ECOM_FAULT_KEEP=1, logs kept in {}",
+                tmp.keep().display()
+            );
+        }
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(drop_keyspaces(
             &target.cassandra,

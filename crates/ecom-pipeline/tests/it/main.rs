@@ -3,5 +3,7 @@
 mod bad_input;
 mod cli;
 mod crash;
+mod fault_proxy;
 mod harness;
+mod outage;
 mod pubsub;
