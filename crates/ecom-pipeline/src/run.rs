@@ -153,9 +153,8 @@ async fn run_with<S: FactStore>(
     let signals = tokio::spawn(watch_signals(install_signal_handlers(), cancel.clone()));
     let started = std::time::Instant::now();
     let status_path = cfg.log_dir.join("status.json");
+    let store_counts = spawn_store_counts(store.clone(), cancel.clone());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut ticks = 0u64;
-    let mut last_counts = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -165,11 +164,7 @@ async fn run_with<S: FactStore>(
             cancel.cancel();
             break;
         }
-        // Store counts are full scans (Cassandra): refresh them every 10 s,
-        // not every second, so status does not compete with projection.
-        let with_counts = ticks.is_multiple_of(10);
-        ticks += 1;
-        let report = live_status(&instance, store.as_ref(), with_counts, &mut last_counts).await;
+        let report = live_status(&instance, &store_counts);
         if let Ok(text) = serde_json::to_string_pretty(&report) {
             // Write-then-rename so a reader never sees half a file.
             let tmp = status_path.with_extension("json.tmp");
@@ -241,21 +236,39 @@ async fn run_with<S: FactStore>(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn live_status<S: FactStore>(
-    instance: &Instance<S>,
-    store: &S,
-    refresh_counts: bool,
-    last: &mut Option<StatusReport>,
-) -> StatusReport {
+/// The store's counts as last read, shared by the task that reads them and
+/// the status loop.
+type StoreCounts = Arc<std::sync::Mutex<Option<StatusReport>>>;
+
+/// Reads the store's counts every 10 s in a task of its own. They are full
+/// scans on Cassandra, so not every second; and never in the status loop:
+/// with Cassandra down a scan waits for its timeouts, and the status file
+/// (which says the projector is paused) must go on being written meanwhile.
+fn spawn_store_counts<S: FactStore>(store: Arc<S>, cancel: CancellationToken) -> StoreCounts {
+    let counts: StoreCounts = Arc::default();
+    let shared = counts.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = cancel.cancelled() => return,
+            }
+            let mut r = StatusReport::default();
+            match add_store_counts(&mut r, store.as_ref()).await {
+                Ok(()) => *shared.lock().expect("store counts lock") = Some(r),
+                Err(e) => tracing::debug!(error = %e, "store counts unavailable for status"),
+            }
+        }
+    });
+    counts
+}
+
+fn live_status<S: FactStore>(instance: &Instance<S>, counts: &StoreCounts) -> StatusReport {
     let mut r = status_from_log(&instance.log);
     r.source = "running pipeline".into();
     r.running_pid = Some(std::process::id());
-    if refresh_counts {
-        match add_store_counts(&mut r, store).await {
-            Ok(()) => *last = Some(r.clone()),
-            Err(e) => tracing::debug!(error = %e, "store counts unavailable for status"),
-        }
-    } else if let Some(prev) = last {
+    if let Some(prev) = counts.lock().expect("store counts lock").as_ref() {
         r.orders_in_store = prev.orders_in_store;
         r.payments_joined = prev.payments_joined;
         r.parked_payments = prev.parked_payments;

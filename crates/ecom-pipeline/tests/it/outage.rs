@@ -58,17 +58,48 @@ fn entries(inst: &Instance) -> u64 {
         .unwrap_or(0)
 }
 
+/// `running`, `paused` or `stopped`: the status file holds the projector's
+/// state as `{"state": "paused", "reason": …, "retry_in_ms": …}`.
 fn projector_state(inst: &Instance) -> String {
     status(inst)
-        .and_then(|s| s["projector"]["state"].as_str().map(str::to_owned))
+        .and_then(|s| s["projector"]["state"]["state"].as_str().map(str::to_owned))
         .unwrap_or_default()
 }
 
-/// Polls `done` every 100 ms; panics naming `what` after `within`.
-fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+/// Each instance's status file and the end of its stderr, for a failure
+/// message.
+fn describe(instances: &[Instance]) -> String {
+    instances
+        .iter()
+        .map(|i| {
+            let stderr = i.stderr_text();
+            let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+            format!(
+                "{}: status {}\n  stderr (last lines, newest first):\n    {}",
+                i.log_dir.display(),
+                status(i).map(|s| s.to_string()).unwrap_or("none".into()),
+                tail.join("\n    ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Polls `done` every 100 ms; panics naming `what` after `within`, with
+/// what `describe` says about the instances then.
+fn wait_until(
+    within: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+    describe: impl Fn() -> String,
+) {
     let deadline = Instant::now() + within;
     while !done() {
-        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "waited {within:?} for {what}\n{}",
+            describe()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -181,9 +212,12 @@ fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
             spread: Duration::from_secs(60),
         },
     );
-    wait_until(Duration::from_secs(120), "both instances to ingest", || {
-        instances.iter().all(|i| entries(i) > 0)
-    });
+    wait_until(
+        Duration::from_secs(120),
+        "both instances to ingest",
+        || instances.iter().all(|i| entries(i) > 0),
+        || describe(&instances),
+    );
 
     // Pub/Sub away: connections cut, port closed.
     proxy.set_up(false);
@@ -197,6 +231,7 @@ fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
         Duration::from_secs(120),
         "ingestion to resume after the Pub/Sub outage",
         || instances.iter().map(entries).sum::<u64>() > during,
+        || describe(&instances),
     );
 
     // Cassandra stopped: projection pauses, ingestion goes on.
@@ -206,12 +241,14 @@ fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
         Duration::from_secs(90),
         "every instance to report its projector paused while Cassandra is down",
         || instances.iter().all(|i| projector_state(i) == "paused"),
+        || describe(&instances),
     );
     let paused_at: u64 = instances.iter().map(entries).sum();
     wait_until(
         Duration::from_secs(60),
         "ingestion to go on while Cassandra is down",
         || instances.iter().map(entries).sum::<u64>() > paused_at || producing.is_finished(),
+        || describe(&instances),
     );
     let remaining = Duration::from_secs(10).saturating_sub(cassandra_down.elapsed());
     std::thread::sleep(remaining);
@@ -223,6 +260,7 @@ fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
         Duration::from_secs(120),
         "every projector to run again after Cassandra came back",
         || instances.iter().all(|i| projector_state(i) == "running"),
+        || describe(&instances),
     );
     let resumed = resumed.elapsed();
 
@@ -300,6 +338,7 @@ fn lost_lwt_responses_are_settled_and_change_nothing() {
         Duration::from_secs(180),
         "the proxy to lose its 24 conditional-write responses",
         || lost() >= faults.max_lost,
+        || describe(&instances),
     );
     assert_all_running(&mut instances);
     stop_all(&mut instances);
