@@ -24,10 +24,14 @@
 //! path (their stderr says "LWT outcome unknown; settling it with a SERIAL
 //! read") and the end state must be exact.
 //!
-//! The check can fail (tried with a temporary edit, not committed): with
+//! The checks can fail (tried with temporary edits, not committed): with
 //! `CassandraStore::lwt` taking an unknown outcome for applied (returning
 //! `Cas::Applied` instead of settling it with a SERIAL read), the
 //! lost-response run ended `audit_missing=1 … verify=failed` and failed.
+//! With `StoreError::is_retryable` returning false (a store outage fatal
+//! instead of a pause), both instances exited with `error: store
+//! unavailable: Cassandra read_state: No connections in the pool …` and
+//! the outage test failed waiting for them to report "paused".
 //!
 //! Both tests need both servers, and the outage test needs the Cassandra it
 //! stops to be the one this checkout's `scripts/cassandra.sh` started (as
