@@ -11,6 +11,16 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+/// How `run` and every other command write their log lines to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event; coloured only when stderr is a
+    /// terminal, so files and journald get no escape codes.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
@@ -54,6 +64,16 @@ pub struct GlobalArgs {
     /// projector_batch, projector_concurrency, [cassandra] ...).
     #[arg(long, global = true, env = "ECOM_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Log line format on stderr (the filter is ECOM_LOG). Flag or
+    /// environment only: logging starts before the file is read.
+    #[arg(
+        long,
+        global = true,
+        env = "ECOM_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// Directory of this instance's durable log. One process owns it.
     #[arg(long, global = true, env = "ECOM_LOG_DIR")]
     pub log_dir: Option<PathBuf>,

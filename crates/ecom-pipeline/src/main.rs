@@ -72,19 +72,23 @@ enum Command {
     },
 }
 
-fn init_tracing() {
+fn init_tracing(format: config::LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("ECOM_LOG")
         .unwrap_or_else(|_| EnvFilter::new("warn,ecom_pipeline=info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        config::LogFormat::Json => fmt.json().init(),
+    }
 }
 
 fn main() -> std::process::ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    init_tracing(cli.global.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -442,3 +442,46 @@ fn a_damaged_log_is_refused_or_reported_and_salvage_keeps_what_is_readable() {
         "{err}"
     );
 }
+
+#[test]
+fn log_lines_carry_no_colour_codes_off_a_terminal_and_json_lines_parse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = |name: &str| {
+        [
+            "--log-dir".to_owned(),
+            tmp.path().join(name).join("log").display().to_string(),
+            "--store-dir".to_owned(),
+            tmp.path().join(name).join("store").display().to_string(),
+        ]
+    };
+    // `run` logs at info when it starts and stops; stderr is a pipe here.
+    let run_logged = |format: &str, name: &str| {
+        let out = bin()
+            .env("ECOM_LOG", "info")
+            .args(["--log-format", format, "run", "--orders", "20"])
+            .args(["--stop-after-idle", "1s"])
+            .args(dirs(name))
+            .output()
+            .expect("run ecom-pipeline");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stderr).expect("log lines are UTF-8")
+    };
+    let text = run_logged("text", "text");
+    assert!(text.contains("pipeline running"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in a log written to a pipe:\n{text:?}"
+    );
+    let json = run_logged("json", "json");
+    let lines: Vec<&str> = json.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("pipeline running")),
+        "{json}"
+    );
+}
