@@ -190,6 +190,8 @@ mod high_water;
 mod lock;
 mod record;
 mod salvage;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod upgrade;
 mod verify;
 mod writer;
