@@ -230,7 +230,7 @@ pub enum LogError {
     /// disk. Nothing acknowledged is lost: an append returns only after the
     /// flush that covers it succeeded.
     #[error(
-        "the disk holding the log directory {} is full ({source}): the log cannot be written, so nothing more is acknowledged; nothing acknowledged was lost (a message is acknowledged only once it is on disk, the rest is redelivered). Free space on that filesystem, or stop the pipeline, move the whole directory to a filesystem with room and pass its new path with --log-dir; then restart (opening the log re-verifies it)",
+        "the disk holding the log directory {} is full ({source}): nothing more can be written to the log until there is room; nothing acknowledged was lost (a message is acknowledged only once it is on disk, the rest is redelivered). Free space on that filesystem, or stop the pipeline, move the whole directory to a filesystem with room and pass its new path with --log-dir; then restart (opening the log re-verifies it)",
         dir.display()
     )]
     DiskFull {
