@@ -37,9 +37,9 @@ impl SmallDisk {
         match SmallDisk::try_mount(size_bytes) {
             Ok(disk) => Some(disk),
             Err(reason) if required() => panic!(
-                "{what}: cannot mount a {size_bytes}-byte tmpfs for the full-disk test, and this \
-                 run must not skip (CI, ECOM_REQUIRE_CASSANDRA=1 or ECOM_REQUIRE_PUBSUB=1 is \
-                 set): {reason}; run the tests as root (or with CAP_SYS_ADMIN)"
+                "{what}: cannot mount a {size_bytes}-byte tmpfs, and this run must not skip \
+                 (CI, ECOM_REQUIRE_CASSANDRA=1 or ECOM_REQUIRE_PUBSUB=1 is set): {reason}; run \
+                 the tests as root (or with CAP_SYS_ADMIN)"
             ),
             Err(reason) => {
                 eprintln!(
