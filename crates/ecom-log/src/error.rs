@@ -210,8 +210,8 @@ pub enum LogError {
     /// not be in the log after a restart, so it must not be acknowledged
     /// (a redelivery is answered as `Duplicate` if it is). Fatal for this
     /// process: see [`LogError::is_fatal`].
-    // `cause` is printed in the message (it says what to fix: disk full,
-    // permissions) but deliberately not a `#[source]`, so that an error
+    // `cause` is printed in the message (it says what to fix: permissions,
+    // a failing disk) but deliberately not a `#[source]`, so that an error
     // chain printed with `{:#}` does not repeat it.
     #[error(
         "group commit to the log in {} failed: {cause}; the log writer stopped because what reached the disk is uncertain, and the batch was not acknowledged; fix the cause and restart the process: opening the log re-verifies it (if opening fails, run `ecom-pipeline log verify --dir {}`)",
@@ -219,6 +219,25 @@ pub enum LogError {
         dir.display()
     )]
     CommitFailed { dir: PathBuf, cause: Box<LogError> },
+
+    /// The filesystem holding the log is full (`ENOSPC`) or the owner's
+    /// quota on it is used up (`EDQUOT`): sled or our `fdatasync` could not
+    /// write. From `append`, it is a failed group commit like
+    /// [`LogError::CommitFailed`]: the writer stopped, the batch was not
+    /// acknowledged, later appends fail with [`LogError::WriterStopped`],
+    /// and it [`is_fatal`](LogError::is_fatal). `Log::open`,
+    /// `set_checkpoint` and `flush` return it too when they meet a full
+    /// disk. Nothing acknowledged is lost: an append returns only after the
+    /// flush that covers it succeeded.
+    #[error(
+        "the disk holding the log directory {} is full ({source}): nothing more can be written to the log until there is room; nothing acknowledged was lost (a message is acknowledged only once it is on disk, the rest is redelivered). Free space on that filesystem, or stop the pipeline, move the whole directory to a filesystem with room and pass its new path with --log-dir; then restart (opening the log re-verifies it)",
+        dir.display()
+    )]
+    DiskFull {
+        dir: PathBuf,
+        #[source]
+        source: Arc<io::Error>,
+    },
 
     /// `append` after the writer thread stopped: an earlier group commit
     /// failed (its callers got that error) or the thread panicked. Appends
@@ -239,15 +258,40 @@ impl LogError {
     }
 
     /// Whether this `Log` can no longer be written in this process: a group
-    /// commit failed ([`LogError::CommitFailed`]) or the writer had already
-    /// stopped ([`LogError::WriterStopped`]). Every later append fails too,
+    /// commit failed ([`LogError::CommitFailed`], or [`LogError::DiskFull`]
+    /// when the disk was full) or the writer had already stopped
+    /// ([`LogError::WriterStopped`]). Every later append fails too,
     /// so the caller should stop and let the process be restarted; any other
     /// append error concerns only the batch it was given.
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            LogError::CommitFailed { .. } | LogError::WriterStopped { .. }
+            LogError::CommitFailed { .. }
+                | LogError::WriterStopped { .. }
+                | LogError::DiskFull { .. }
         )
+    }
+
+    /// This error as [`LogError::DiskFull`] for the log in `dir` when what
+    /// failed underneath is a full disk or quota, else unchanged. A full
+    /// disk needs a different remedy from a failing one, so it gets its own
+    /// message, wherever in the log it was met.
+    pub(crate) fn or_disk_full(self, dir: &Path) -> LogError {
+        let io = match &self {
+            LogError::Io { source, .. } if is_disk_full(source) => Some(clone_io(source)),
+            LogError::Storage { source, .. } => match source.as_ref() {
+                sled::Error::Io(e) if is_disk_full(e) => Some(clone_io(e)),
+                _ => None,
+            },
+            _ => None,
+        };
+        match io {
+            Some(source) => LogError::DiskFull {
+                dir: dir.to_path_buf(),
+                source: Arc::new(source),
+            },
+            None => self,
+        }
     }
 
     pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
@@ -258,10 +302,38 @@ impl LogError {
     }
 
     pub(crate) fn storage(dir: &Path) -> impl FnOnce(sled::Error) -> LogError + '_ {
-        move |source| LogError::Storage {
-            dir: dir.to_path_buf(),
-            source: Arc::new(source),
+        move |source| {
+            LogError::Storage {
+                dir: dir.to_path_buf(),
+                source: Arc::new(source),
+            }
+            .or_disk_full(dir)
         }
+    }
+}
+
+/// Whether an I/O error means "no space": `ENOSPC` (28) or `EDQUOT` (122)
+/// as an OS error, or the kinds std maps them to. The kind matters because
+/// sled hands out *copies* of the error that stopped it (its sticky global
+/// error, cloned as `io::Error::new(kind, text)`), which keep the kind but
+/// lose the OS error number.
+fn is_disk_full(e: &io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
+        || matches!(
+            e.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
+}
+
+/// An owned copy of a shared I/O error: its OS error number when it has
+/// one ("No space left on device (os error 28)"), else just its kind ("no
+/// storage space"), not the Debug text that sled's copies carry.
+fn clone_io(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::from(e.kind()),
     }
 }
 
@@ -272,5 +344,47 @@ fn holder(pid: Option<u32>) -> String {
         ),
         Some(pid) => format!("process {pid}"),
         None => "another process (its pid could not be read from LOCK)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage(e: io::Error) -> LogError {
+        LogError::storage(Path::new("/logs/a"))(sled::Error::Io(e))
+    }
+
+    #[test]
+    fn no_space_is_disk_full_whether_it_carries_the_os_error_or_only_its_kind() {
+        for e in [
+            io::Error::from_raw_os_error(28),
+            io::Error::from_raw_os_error(122),
+            // What sled's sticky error looks like after it cloned it.
+            io::Error::new(io::ErrorKind::StorageFull, "Os { code: 28, .. }"),
+            io::Error::from(io::ErrorKind::QuotaExceeded),
+        ] {
+            let what = format!("{e:?}");
+            let err = storage(e);
+            assert!(
+                matches!(&err, LogError::DiskFull { dir, .. } if dir == Path::new("/logs/a")),
+                "{what}: {err}"
+            );
+            assert!(err.is_fatal());
+        }
+        let io = LogError::io(Path::new("/logs/a/db/db"))(io::Error::from_raw_os_error(28));
+        assert!(matches!(
+            io.or_disk_full(Path::new("/logs/a")),
+            LogError::DiskFull { .. }
+        ));
+    }
+
+    #[test]
+    fn other_io_errors_stay_what_they_are() {
+        let err = storage(io::Error::from_raw_os_error(5)); // EIO
+        assert!(matches!(err, LogError::Storage { .. }), "{err}");
+        let err = LogError::io(Path::new("/x"))(io::Error::from(io::ErrorKind::PermissionDenied))
+            .or_disk_full(Path::new("/x"));
+        assert!(matches!(err, LogError::Io { .. }), "{err}");
     }
 }

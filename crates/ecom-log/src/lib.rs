@@ -122,9 +122,10 @@
 //! never set beyond the durable `next_seq`.
 //!
 //! If a group commit fails (sled or fsync error), its callers get
-//! [`LogError::CommitFailed`] and the writer stops: what reached the disk is
+//! [`LogError::CommitFailed`] ([`LogError::DiskFull`] when the disk or
+//! quota is full) and the writer stops: what reached the disk is
 //! uncertain, so every later append fails with [`LogError::WriterStopped`]
-//! until the process restarts and reopens (and so re-verifies) the log. Both
+//! until the process restarts and reopens (and so re-verifies) the log. All
 //! are [`LogError::is_fatal`]: the caller must not acknowledge the batch, and
 //! should stop so that a supervisor restarts the process. The failed group
 //! may or may not be in the log after the restart; either way a redelivery
@@ -189,6 +190,8 @@ mod high_water;
 mod lock;
 mod record;
 mod salvage;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod upgrade;
 mod verify;
 mod writer;
@@ -439,6 +442,11 @@ impl Log {
     /// "Recovery" in the crate docs; [`LogOptions::verify_tail_on_open`]),
     /// then starts the writer thread. Blocking.
     pub fn open(dir: &Path, opts: LogOptions) -> Result<Log, LogError> {
+        // A restart on a disk that is still full fails here: say so.
+        Log::open_unclassified(dir, opts).map_err(|e| e.or_disk_full(dir))
+    }
+
+    fn open_unclassified(dir: &Path, opts: LogOptions) -> Result<Log, LogError> {
         std::fs::create_dir_all(dir).map_err(LogError::io(dir))?;
         let lock = DirLock::acquire(dir)?;
         let db_dir = dir.join("db");

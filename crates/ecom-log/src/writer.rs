@@ -61,7 +61,9 @@ impl Shared {
     /// [`Durability`]. Returns only once the data is on stable storage.
     pub(crate) fn flush_durably(&self, db: &sled::Db) -> Result<(), LogError> {
         db.flush().map_err(LogError::storage(&self.dir))?;
-        self.durability.sync()?;
+        self.durability
+            .sync()
+            .map_err(|e| e.or_disk_full(&self.dir))?;
         self.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -194,11 +196,18 @@ impl Writer {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(dir = %self.shared.dir.display(), error = %e, "group commit failed; the log writer stops");
+                    let dir = &self.shared.dir;
+                    // A full disk is answered as such: its remedy (make
+                    // room, or move the log) differs from a failing disk's.
+                    let e = e.or_disk_full(dir);
+                    tracing::error!(dir = %dir.display(), error = %e, "group commit failed; the log writer stops");
                     let _ = self.shared.failure.set(e.to_string());
-                    let e = LogError::CommitFailed {
-                        dir: self.shared.dir.clone(),
-                        cause: Box::new(e),
+                    let e = match e {
+                        full @ LogError::DiskFull { .. } => full,
+                        e => LogError::CommitFailed {
+                            dir: dir.clone(),
+                            cause: Box::new(e),
+                        },
                     };
                     for request in group {
                         let _ = request.reply.send(Err(e.clone()));

@@ -8,6 +8,7 @@ mod corruption;
 mod crash;
 mod dedup;
 mod file_damage;
+mod full_disk;
 mod group_commit;
 mod lock;
 mod quarantine;

@@ -244,7 +244,7 @@ async fn connection(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
                             let lost =
                                 s.withheld.load(Ordering::Relaxed) + s.cut.load(Ordering::Relaxed);
                             if lost < faults.max_lost && shared.draw(faults.seed) < faults.ratio {
-                                if (lost + 1) % faults.withhold_every.max(1) != 0 {
+                                if !(lost + 1).is_multiple_of(faults.withhold_every.max(1)) {
                                     s.cut.fetch_add(1, Ordering::Relaxed);
                                     return;
                                 }
@@ -303,7 +303,7 @@ async fn read_frame(r: &mut (impl AsyncReadExt + Unpin)) -> Option<Frame> {
     let len = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) as usize;
     buf.resize(HEADER + len, 0);
     r.read_exact(&mut buf[HEADER..]).await.ok()?;
-    Some(buf).map(Frame)
+    Some(Frame(buf))
 }
 
 fn classify_request(frame: &Frame, shared: &Shared) -> Option<Pending> {

@@ -4,6 +4,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod fault_proxy;
+mod full_disk;
 mod harness;
 mod outage;
 mod pubsub;
