@@ -113,14 +113,19 @@ const FAILPOINTS_ENV: &str = "ECOM_FAILPOINTS";
 
 /// Arms the failpoints named in [`FAILPOINTS_ENV`], if it is set. Only a
 /// test build has them (`cargo test` of this crate turns on the
-/// `failpoints` feature of ecom-log);
+/// `failpoints` features of ecom-log, ecom-projector and ecom-cassandra);
 /// any other build, or a name this build does not have, is refused rather
 /// than run without the faults it was asked for.
 fn arm_failpoints() -> anyhow::Result<()> {
     let Some(spec) = std::env::var_os(FAILPOINTS_ENV) else {
         return Ok(());
     };
-    let known: Vec<&str> = ecom_log::FAILPOINTS.to_vec();
+    let known: Vec<&str> = [
+        ecom_log::FAILPOINTS,
+        ecom_projector::FAILPOINTS,
+        ecom_cassandra::FAILPOINTS,
+    ]
+    .concat();
     anyhow::ensure!(
         !known.is_empty(),
         "{FAILPOINTS_ENV} is set, but this build has no failpoints (only test builds, with the crates' `failpoints` features, do); unset {FAILPOINTS_ENV}"
