@@ -7,3 +7,4 @@ mod fault_proxy;
 mod harness;
 mod outage;
 mod pubsub;
+mod support;
