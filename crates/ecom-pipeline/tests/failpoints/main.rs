@@ -43,7 +43,29 @@
 //!
 //! Tried with temporary breaks of the product (not committed):
 //!
-//! BREAKS
+//! - The projector writes the checkpoint *before* applying the batch
+//!   (`set_checkpoint(last + 1)` moved above `apply_batch` in
+//!   `Projector::step`): **not caught**. All seven `run` cases ended exact
+//!   (`lost=0 … verify=ok`). Why: the checkpoint goes into sled's memory
+//!   and becomes durable only with the log's next group commit (the log
+//!   runs sled without a background flush); here all crash traffic is in
+//!   the log before the armed run applies it, so no commit follows the
+//!   early checkpoint and the abort loses it together with the batch. A
+//!   test that catches it needs appends between the checkpoint and the
+//!   crash (traffic flowing while the projector works, as in the `kill -9`
+//!   crash test).
+//! - `apply_group` never writes the pending views of the state it read
+//!   (rule 4 off: `if false && !views_done …`): caught by four of the five
+//!   cases run. `after_conditional_write` ended `lost=12 doubled=3 wrong=1
+//!   … audit_missing=2 … verify=failed`, `after_new_views` `lost=2
+//!   doubled=2 wrong=2 … audit_missing=2 … verify=failed`,
+//!   `between_view_writes` `lost=1 doubled=1 … verify=failed` (`replay`
+//!   still matched the model in all three: it folds the logs itself);
+//!   `after_pending_views` failed because its failpoint never fired (the
+//!   step is gone): "waited 120s for run with
+//!   ECOM_FAILPOINTS=apply::after_pending_views=1*off->return(crash);
+//!   killed it". **Not caught** by `dlq_between_rows`: `dlq reprocess`
+//!   repairs the crashed join by itself, before any `run` re-applies.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Output};
