@@ -71,4 +71,20 @@ pub use lazy::LazyCassandraStore;
 pub use schema::{SCHEMA_CQL, apply_schema, drop_keyspace, schema_statements};
 pub use scylla::statement::{Consistency, SerialConsistency};
 pub use store::CassandraStore;
+
+/// The failpoints this build has (none without the cargo feature
+/// `failpoints`): inside the store's steps that are several statements, a
+/// crash after some of them: the view rows of one transition
+/// (`write_views`), the state rows of a replay chunk (`put_states`), the
+/// tables `replay --truncate` empties. Armed with `return(crash)` they abort
+/// the process there (see `ecom_core::failpoint`).
+pub const FAILPOINTS: &[&str] = if cfg!(feature = "failpoints") {
+    &[
+        "cassandra::between_view_writes",
+        "cassandra::between_state_writes",
+        "cassandra::between_truncates",
+    ]
+} else {
+    &[]
+};
 pub use topology::{SerialConsistencyWarning, TopologyError, check_serial_consistency_for};

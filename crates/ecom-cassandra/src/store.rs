@@ -436,6 +436,10 @@ impl FactStore for CassandraStore {
         let mut pending: FuturesUnordered<_> = writes.iter().map(|w| self.write_view(w)).collect();
         while let Some(r) = pending.next().await {
             r?;
+            // Some rows of the step written, the others in flight or queued.
+            if !pending.is_empty() {
+                ecom_core::failpoint!("cassandra::between_view_writes");
+            }
         }
         Ok(())
     }
@@ -520,7 +524,11 @@ impl FactStore for CassandraStore {
     }
 
     async fn truncate(&self) -> Result<()> {
-        for st in &self.st().truncate {
+        for (i, st) in self.st().truncate.iter().enumerate() {
+            if i > 0 {
+                // Some tables emptied, the others not yet.
+                ecom_core::failpoint!("cassandra::between_truncates");
+            }
             self.exec(st, ())
                 .await
                 .map_err(|e| request_error("truncate", e))?;
@@ -547,6 +555,9 @@ impl FactStore for CassandraStore {
             .collect();
         while let Some(r) = pending.next().await {
             r?;
+            if !pending.is_empty() {
+                ecom_core::failpoint!("cassandra::between_state_writes");
+            }
         }
         Ok(())
     }

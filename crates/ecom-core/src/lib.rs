@@ -11,6 +11,7 @@
 pub mod bad_input;
 pub mod decode;
 pub mod event;
+pub mod failpoint;
 #[cfg(test)]
 mod fixtures;
 pub mod model;

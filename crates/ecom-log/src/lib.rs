@@ -139,8 +139,10 @@
 //! flushed yet), `log::after_write_before_fsync` (sled flushed its log, our
 //! `fdatasync` has not run) and `log::after_fsync_before_ack` (durable, no
 //! caller answered yet). The `return` action makes the commit fail there
-//! with an injected I/O error. Without the feature they compile to nothing;
-//! [`FAILPOINTS`] says which build this is.
+//! with an injected I/O error; `return(crash)` aborts the process there
+//! instead (a power cut at that step, see `ecom_core::failpoint`). Without
+//! the feature they compile to nothing; [`FAILPOINTS`] lists the ones this
+//! build has.
 //!
 //! ## Recovery
 //!
@@ -216,10 +218,18 @@ pub use crate::salvage::SalvageReport;
 pub use crate::upgrade::UpgradeReport;
 use crate::writer::{Durability, Prepared, Request, Shared, Writer};
 
-/// Whether this build has the writer's failpoints compiled in (the cargo
-/// feature `failpoints`; see the crate docs). Lets a binary refuse to arm
-/// failpoints that would silently do nothing.
-pub const FAILPOINTS: bool = cfg!(feature = "failpoints");
+/// The writer's failpoints this build has compiled in (all of them with
+/// the cargo feature `failpoints`, see the crate docs; none without). Lets a
+/// binary refuse to arm failpoints that would silently do nothing.
+pub const FAILPOINTS: &[&str] = if cfg!(feature = "failpoints") {
+    &[
+        "log::group_commit",
+        "log::after_write_before_fsync",
+        "log::after_fsync_before_ack",
+    ]
+} else {
+    &[]
+};
 
 /// Options for [`Log::open`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -83,6 +83,8 @@ impl Shared {
     /// a failing disk would give.
     #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     fn injected(&self, failpoint: &str, arg: Option<String>) -> LogError {
+        // `return(crash)` is a power cut at that step, not an I/O error.
+        ecom_core::failpoint::crash_if_asked(failpoint, arg.as_deref());
         let path = self.durability.db_dir.join("db");
         let what = arg.unwrap_or_else(|| "injected failure".to_string());
         LogError::io(&path)(io::Error::other(format!("failpoint {failpoint}: {what}")))

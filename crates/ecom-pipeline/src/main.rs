@@ -108,22 +108,31 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Environment variable that arms the durable log's failpoints, in the
-/// `fail` crate's syntax: `name=actions[;name=actions…]`, e.g.
-/// `log::group_commit=return`. For fault-injection tests of the binary.
+/// Environment variable that arms failpoints, in the `fail` crate's
+/// syntax: `name=actions[;name=actions…]`, e.g. `log::group_commit=return`,
+/// or `apply::after_conditional_write=2*off->return(crash)` to abort the
+/// process the third time it gets there. For fault-injection tests of the
+/// binary.
 const FAILPOINTS_ENV: &str = "ECOM_FAILPOINTS";
 
 /// Arms the failpoints named in [`FAILPOINTS_ENV`], if it is set. Only a
-/// build with ecom-log's `failpoints` feature has them (`cargo test` of this
-/// crate turns it on); any other build refuses rather than run without the
-/// faults it was asked for.
+/// test build has them (`cargo test` of this crate turns on the
+/// `failpoints` features of ecom-log, ecom-projector and ecom-cassandra);
+/// any other build, or a name this build does not have, is refused rather
+/// than run without the faults it was asked for.
 fn arm_failpoints() -> anyhow::Result<()> {
     let Some(spec) = std::env::var_os(FAILPOINTS_ENV) else {
         return Ok(());
     };
-    anyhow::ensure!(
+    let known: Vec<&str> = [
         ecom_log::FAILPOINTS,
-        "{FAILPOINTS_ENV} is set, but this build has no failpoints (only test builds, with ecom-log's `failpoints` feature, do); unset {FAILPOINTS_ENV}"
+        ecom_projector::FAILPOINTS,
+        ecom_cassandra::FAILPOINTS,
+    ]
+    .concat();
+    anyhow::ensure!(
+        !known.is_empty(),
+        "{FAILPOINTS_ENV} is set, but this build has no failpoints (only test builds, with the crates' `failpoints` features, do); unset {FAILPOINTS_ENV}"
     );
     let spec = spec.to_string_lossy();
     for item in spec.split(';').filter(|s| !s.trim().is_empty()) {
@@ -131,6 +140,11 @@ fn arm_failpoints() -> anyhow::Result<()> {
             anyhow::anyhow!("{FAILPOINTS_ENV}: expected `name=actions`, found {item:?}")
         })?;
         let (name, actions) = (name.trim(), actions.trim());
+        anyhow::ensure!(
+            known.contains(&name),
+            "{FAILPOINTS_ENV}: this build has no failpoint {name:?}; it has: {}",
+            known.join(", ")
+        );
         fail::cfg(name, actions)
             .map_err(|e| anyhow::anyhow!("{FAILPOINTS_ENV}: failpoint {name}: {e}"))?;
         tracing::warn!(failpoint = name, actions, "failpoint armed");

@@ -151,6 +151,7 @@ impl<S: FactStore> Applier<S> {
             // this applier wrote them itself).
             if !views_done && !plan.before.is_empty() {
                 self.store.write_views(&plan.before).await?;
+                ecom_core::failpoint!("apply::after_pending_views");
             }
             let Some(next) = plan.next else {
                 if let Some(s) = current {
@@ -164,7 +165,11 @@ impl<S: FactStore> Applier<S> {
             };
             match cas {
                 Cas::Applied => {
+                    // Rule 5's case: the state moved, its views not yet.
+                    ecom_core::failpoint!("apply::after_conditional_write");
                     self.store.write_views(&plan.after).await?;
+                    // The notifications are not part of the store's record.
+                    ecom_core::failpoint!("apply::after_new_views");
                     let revision = current.as_ref().map_or(0, |s| s.revision) + 1;
                     self.cache(
                         order_id,
@@ -210,7 +215,10 @@ impl<S: FactStore> Applier<S> {
     pub async fn reprocess_parked(&self) -> Result<(u64, u64)> {
         let mut joined = 0;
         let mut remaining = 0;
-        for parked in self.store.scan_parked().await? {
+        for (i, parked) in self.store.scan_parked().await?.into_iter().enumerate() {
+            if i > 0 {
+                ecom_core::failpoint!("dlq::between_rows");
+            }
             let order_id = parked.order_id();
             let fp = parked.payment.fingerprint;
             let Some(stored) = self.store.read_state(order_id).await? else {

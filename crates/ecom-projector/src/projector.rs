@@ -129,6 +129,8 @@ impl<S: FactStore> Projector<S> {
         let n = entries.len();
         let (stats, undecodable) = self.apply_batch(entries).await?;
         self.applier.store().flush().await?;
+        // The store has the batch, the checkpoint does not say so yet.
+        ecom_core::failpoint!("projector::after_flush_before_checkpoint");
         self.log.set_checkpoint(last + 1)?;
         let mut status = self.status.lock().expect("status lock");
         status.stats.add(&stats);

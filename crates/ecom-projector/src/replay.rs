@@ -113,6 +113,7 @@ pub async fn replay<S: FactStore>(
         // that a re-run (or `run`'s repairs) completes, never views without
         // their state.
         store.put_states(chunk).await?;
+        ecom_core::failpoint!("replay::after_states");
         let mut views = Vec::new();
         for (order_id, state) in chunk {
             let (f, a, p) = final_views(*order_id, state, &model, &mut views)?;
@@ -121,6 +122,8 @@ pub async fn replay<S: FactStore>(
             parked_written += p;
         }
         store.write_views(&views).await?;
+        // A chunk complete, the next one (or the checkpoints) not begun.
+        ecom_core::failpoint!("replay::after_chunk");
         done += chunk.len() as u64;
         progress("write", done);
     }

@@ -2,30 +2,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-pub fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ecom-pipeline"));
-    c.env("ECOM_LOG", "warn");
-    for v in [
-        "ECOM_STORE",
-        "ECOM_LOG_DIR",
-        "ECOM_STORE_DIR",
-        "ECOM_CONFIG",
-    ] {
-        c.env_remove(v);
-    }
-    c
-}
-
-pub fn run(args: &[&str]) -> Output {
-    let out = bin().args(args).output().expect("run ecom-pipeline");
-    eprintln!(
-        "$ ecom-pipeline {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+pub use super::support::{bin, run, sigterm_and_expect_clean_exit, wait_for_status_within};
 
 /// [`run`] with `extra` followed by `common`: the arguments every call of a
 /// test shares (directories, project).
@@ -50,43 +27,6 @@ pub fn spawn_run(args: &[&str]) -> Child {
 /// satisfies `ready`.
 pub fn wait_for_status(log_dir: &Path, ready: impl Fn(&serde_json::Value) -> bool) {
     wait_for_status_within(log_dir, Duration::from_secs(20), ready)
-}
-
-/// [`wait_for_status`] with an explicit bound.
-pub fn wait_for_status_within(
-    log_dir: &Path,
-    within: Duration,
-    ready: impl Fn(&serde_json::Value) -> bool,
-) {
-    let file = log_dir.join("status.json");
-    let polls = within.as_millis() / 50;
-    for _ in 0..polls {
-        let status = std::fs::read_to_string(&file)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-        if status.as_ref().is_some_and(&ready) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "the pipeline did not reach the expected status in {}",
-        file.display()
-    );
-}
-
-/// Sends SIGTERM and asserts a clean (zero) exit.
-pub fn sigterm_and_expect_clean_exit(mut child: Child) {
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let exit = child.wait().unwrap();
-    assert!(exit.success(), "SIGTERM is a clean shutdown: {exit:?}");
 }
 
 pub fn json(out: &Output) -> serde_json::Value {

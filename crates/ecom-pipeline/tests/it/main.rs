@@ -8,3 +8,4 @@ mod full_disk;
 mod harness;
 mod outage;
 mod pubsub;
+mod support;

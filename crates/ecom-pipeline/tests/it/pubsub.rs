@@ -2,30 +2,13 @@
 //! produce, run --source pubsub, SIGTERM in the middle, resume.
 //! Needs PUBSUB_EMULATOR_HOST; fails instead of skipping in CI.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::cli::{
     json, run_with, sigterm_and_expect_clean_exit, spawn_run, wait_for_status,
     wait_for_status_within,
 };
-
-pub fn emulator() -> Option<String> {
-    match std::env::var("PUBSUB_EMULATOR_HOST") {
-        Ok(h) if !h.is_empty() => Some(h),
-        _ if std::env::var_os("CI").is_some()
-            || std::env::var("ECOM_REQUIRE_PUBSUB").as_deref() == Ok("1") =>
-        {
-            panic!(
-                "PUBSUB_EMULATOR_HOST is not set: start scripts/pubsub-emulator.sh (scripts/test.sh does)"
-            )
-        }
-        _ => {
-            eprintln!("skipped: PUBSUB_EMULATOR_HOST is not set");
-            None
-        }
-    }
-}
+pub use super::support::{emulator, project};
 
 /// Held by each test that drives the Pub/Sub server, so that they run one
 /// at a time and their publishing and pulling do not slow each other down.
@@ -35,15 +18,6 @@ pub fn emulator() -> Option<String> {
 pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERVER.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub fn project() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "it-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
 }
 
 #[test]
