@@ -172,7 +172,12 @@ impl CassandraStore {
             .acquire()
             .await
             .expect("semaphore is never closed");
-        self.inner.session.execute_unpaged(st, values).await
+        // Timed after the permit: the histogram is Cassandra's latency, not
+        // our own queueing.
+        let started = std::time::Instant::now();
+        let r = self.inner.session.execute_unpaged(st, values).await;
+        metrics::histogram!("ecom_cassandra_request_seconds").record(started.elapsed());
+        r
     }
 
     async fn write(
@@ -234,10 +239,19 @@ impl CassandraStore {
         values: impl SerializeRow,
     ) -> Result<Cas<StoredState>> {
         let err = match self.exec(st, values).await {
-            Ok(res) => return lwt_result(what, order_id, res),
+            Ok(res) => {
+                let cas = lwt_result(what, order_id, res)?;
+                let result = match cas {
+                    Cas::Applied => "applied",
+                    Cas::Rejected(_) => "not_applied",
+                };
+                metrics::counter!("ecom_lwt_total", "result" => result).increment(1);
+                return Ok(cas);
+            }
             Err(e) if outcome_unknown(&e) => e,
             Err(e) => return Err(request_error(what, e)),
         };
+        metrics::counter!("ecom_lwt_total", "result" => "unknown").increment(1);
         tracing::warn!(what, order_id, error = %err, "LWT outcome unknown; settling it with a SERIAL read");
         let mut backoff = RESOLVE_FIRST_BACKOFF;
         let mut attempt = 1;

@@ -203,7 +203,10 @@ pub async fn append_and_settle(
         ackers.push(d.acker);
         incoming.push(classify(d.message));
     }
-    match log.append(incoming).await {
+    let started = std::time::Instant::now();
+    let appended = log.append(incoming).await;
+    metrics::histogram!("ecom_log_append_seconds").record(started.elapsed());
+    match appended {
         Ok(outcomes) => {
             for o in &outcomes {
                 match o {

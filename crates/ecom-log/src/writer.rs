@@ -297,11 +297,13 @@ impl Writer {
         fail::fail_point!("log::group_commit", |arg| Err(self
             .shared
             .injected("log::group_commit", arg)));
+        let flush_started = std::time::Instant::now();
         self.db.flush().map_err(LogError::storage(dir))?;
         fail::fail_point!("log::after_write_before_fsync", |arg| Err(self
             .shared
             .injected("log::after_write_before_fsync", arg)));
         self.shared.durability.sync()?;
+        metrics::histogram!("ecom_log_fsync_seconds").record(flush_started.elapsed());
         self.shared.flushes.fetch_add(1, Ordering::Relaxed);
         fail::fail_point!("log::after_fsync_before_ack", |arg| Err(self
             .shared

@@ -544,6 +544,10 @@ pub struct StatusReport {
     pub projector: Option<serde_json::Value>,
     pub ingest: Option<serde_json::Value>,
     pub updated_at_ms: i64,
+    /// Where the running pipeline serves `/metrics`, `/healthz` and
+    /// `/readyz` (absent: not serving).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
     /// Configuration problems `status` found (not written by `run`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

@@ -235,6 +235,7 @@ mod tests {
         .unwrap();
         let g = GlobalArgs {
             config: Some(path),
+            log_format: LogFormat::Text,
             log_dir: Some("from-flag".into()),
             store: None,
             store_dir: None,

@@ -9,6 +9,7 @@ mod demo;
 mod instance;
 mod pubsub;
 mod run;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 

@@ -32,6 +32,7 @@ use crate::commands::{
 use crate::config::{Config, StoreKind};
 use crate::instance::Instance;
 use crate::pubsub::PubSubArgs;
+use crate::telemetry;
 use ecom_pubsub::PubSubConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,6 +64,11 @@ pub struct RunArgs {
     /// and recorded conflicts to duplicate_orders.
     #[arg(long)]
     pub no_notifications: bool,
+    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` here while
+    /// running (port 0 picks a free one, written to the status file as
+    /// `metrics_addr`); `off` disables the endpoint.
+    #[arg(long, env = "ECOM_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
 }
 
 pub async fn run(cfg: &Config, args: &RunArgs, pubsub: &PubSubArgs) -> anyhow::Result<ExitCode> {
@@ -154,6 +160,14 @@ async fn run_with<S: FactStore>(
     let started = std::time::Instant::now();
     let status_path = cfg.log_dir.join("status.json");
     let store_counts = spawn_store_counts(store.clone(), cancel.clone());
+    let metrics_addr = match telemetry::parse_metrics_addr(&args.metrics_addr)? {
+        None => None,
+        Some(addr) => {
+            let handle = telemetry::install()?;
+            let live = live_snapshot(&instance, &store_counts);
+            Some(telemetry::serve(addr, handle, live, cancel.clone()).await?)
+        }
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -164,7 +178,8 @@ async fn run_with<S: FactStore>(
             cancel.cancel();
             break;
         }
-        let report = live_status(&instance, &store_counts);
+        let mut report = live_status(&instance, &store_counts);
+        report.metrics_addr = metrics_addr.map(|a| a.to_string());
         if let Ok(text) = serde_json::to_string_pretty(&report) {
             // Write-then-rename so a reader never sees half a file.
             let tmp = status_path.with_extension("json.tmp");
@@ -262,6 +277,39 @@ fn spawn_store_counts<S: FactStore>(store: Arc<S>, cancel: CancellationToken) ->
         }
     });
     counts
+}
+
+/// What a scrape or probe reads: the figures the status file shows, from
+/// the same atomics.
+fn live_snapshot<S: FactStore>(instance: &Instance<S>, counts: &StoreCounts) -> telemetry::Live {
+    let log = instance.log.clone();
+    let projector = instance.projector.clone();
+    let counters = instance.counters.clone();
+    let counts = counts.clone();
+    Arc::new(move || {
+        let stats = log.stats();
+        let projector = projector.status();
+        let oldest_unprojected_ms = if stats.checkpoint < stats.next_seq {
+            log.read_from(stats.checkpoint, 1)
+                .ok()
+                .and_then(|e| e.first().map(|e| e.appended_at_ms))
+        } else {
+            None
+        };
+        telemetry::LiveSnapshot {
+            ingest: counters.snapshot(),
+            log: stats,
+            oldest_unprojected_ms,
+            log_bytes: telemetry::dir_bytes(log.dir()),
+            parked_payments: counts
+                .lock()
+                .expect("store counts lock")
+                .as_ref()
+                .and_then(|c| c.parked_payments),
+            not_ready: telemetry::not_ready(&projector.state),
+            projector,
+        }
+    })
 }
 
 fn live_status<S: FactStore>(instance: &Instance<S>, counts: &StoreCounts) -> StatusReport {

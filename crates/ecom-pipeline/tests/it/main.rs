@@ -6,6 +6,7 @@ mod crash;
 mod fault_proxy;
 mod full_disk;
 mod harness;
+mod metrics;
 mod outage;
 mod pubsub;
 mod support;

@@ -11,8 +11,9 @@
 //! stopped pstest would lose them). The instances must stay up and
 //! ingest again once it is back. Then Cassandra itself is stopped
 //! (`scripts/cassandra.sh stop`) for at least 10 s and started again: every
-//! instance must report its projector paused while ingestion goes on, and
-//! running again afterwards, by itself. The end state is checked exactly
+//! instance must report its projector paused while ingestion goes on (and
+//! answer 503 "not ready: store unreachable: …" on `/readyz`), and running
+//! again afterwards, by itself (`/readyz`: 200). The end state is checked exactly
 //! ([`super::harness::drain_and_check`]).
 //!
 //! `lost_lwt_responses_are_settled_and_change_nothing`: the instances reach
@@ -49,6 +50,7 @@ use super::fault_proxy::{Kind, LwtFaults, Proxy};
 use super::harness::{
     Instance, Producing, Target, Traffic, conclude, drain_and_check, seed_from_env, wait_running,
 };
+use super::metrics::{http_get, metrics_addr};
 use super::pubsub::{emulator, one_at_a_time, project};
 
 fn status(inst: &Instance) -> Option<serde_json::Value> {
@@ -247,6 +249,13 @@ fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
         || instances.iter().all(|i| projector_state(i) == "paused"),
         || describe(&instances),
     );
+    for inst in &instances {
+        let (code, body) = http_get(&metrics_addr(&inst.log_dir), "/readyz");
+        assert!(
+            code == 503 && body.contains("store unreachable"),
+            "/readyz while Cassandra is down: {code} {body}"
+        );
+    }
     let paused_at: u64 = instances.iter().map(entries).sum();
     wait_until(
         Duration::from_secs(60),
@@ -267,6 +276,14 @@ fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
         || describe(&instances),
     );
     let resumed = resumed.elapsed();
+    for inst in &instances {
+        let (code, body) = http_get(&metrics_addr(&inst.log_dir), "/readyz");
+        assert_eq!(
+            (code, body.trim()),
+            (200, "ready"),
+            "/readyz once Cassandra is back"
+        );
+    }
 
     let published = producing.finish(Duration::from_secs(180));
     stop_all(&mut instances);

@@ -13,6 +13,9 @@ use std::time::Duration;
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ecom-pipeline"));
     c.env("ECOM_LOG", "warn");
+    // Tests run several pipelines at once: each serves its metrics on a
+    // port of its own (the status file says which).
+    c.env("ECOM_METRICS_ADDR", "127.0.0.1:0");
     for v in [
         "ECOM_STORE",
         "ECOM_LOG_DIR",

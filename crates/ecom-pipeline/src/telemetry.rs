@@ -1,0 +1,294 @@
+//! Prometheus metrics and health endpoints of a running pipeline.
+//!
+//! Why this module exists: an operator watches a fleet through scrapes and
+//! probes, not through `status`. While `run` runs, `--metrics-addr` serves
+//! `/metrics` (Prometheus text), `/healthz` (the process answers) and
+//! `/readyz` (it can do its job, or the reason it cannot).
+//!
+//! One source per figure. The counters `status`, the status file and
+//! `demo` show live in the libraries' atomics (`IngestCounters`, the
+//! projector's `ApplyStats`, the log's `LogStats`); at every scrape this
+//! module reads one [`Live`] snapshot of them and publishes it into the
+//! `metrics` registry (`Counter::absolute`), so the two views cannot drift.
+//! What only the metrics show (latency histograms, LWT outcomes, Cassandra
+//! request latency) the libraries record through the `metrics` facade as
+//! it happens. The registry is `metrics-exporter-prometheus`'s; nothing
+//! here formats the exposition text.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use ecom_core::ApplyStats;
+use ecom_ingest::IngestStats;
+use ecom_log::LogStats;
+use ecom_projector::{ProjectorState, ProjectorStatus};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+/// What a scrape reads: the same figures `status` shows.
+#[derive(Debug, Clone)]
+pub struct LiveSnapshot {
+    pub ingest: IngestStats,
+    pub log: LogStats,
+    pub projector: ProjectorStatus,
+    /// When the oldest entry the projector has not applied was appended
+    /// (ms since the epoch); `None` when it is caught up.
+    pub oldest_unprojected_ms: Option<i64>,
+    /// Bytes the log directory holds on disk.
+    pub log_bytes: u64,
+    /// Parked payments, as last counted in the store (`None`: not yet).
+    pub parked_payments: Option<u64>,
+    /// Why the pipeline cannot do its job, if it cannot (for `/readyz`).
+    pub not_ready: Option<String>,
+}
+
+/// Reads a [`LiveSnapshot`]; called at every scrape and probe.
+pub type Live = Arc<dyn Fn() -> LiveSnapshot + Send + Sync>;
+
+/// Latency buckets, in seconds: an fsync is ~1 ms, an LWT ~5–50 ms, an
+/// outage hits the 10 s request timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the process-wide Prometheus recorder. Call once, before any
+/// metric is recorded; later calls fail.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .context("metrics: latency buckets")?
+        .install_recorder()
+        .context("metrics: installing the Prometheus recorder")?;
+    describe();
+    Ok(handle)
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `cancel`.
+/// Returns the address it bound (port 0 picks a free one).
+pub async fn serve(
+    addr: SocketAddr,
+    handle: PrometheusHandle,
+    live: Live,
+    cancel: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot serve metrics on {addr}: pass a free address with --metrics-addr \
+             (host:port; port 0 picks one; `off` disables the endpoint)"
+        )
+    })?;
+    let bound = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readiness))
+        .with_state(Endpoints { handle, live });
+    tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    Ok(bound)
+}
+
+#[derive(Clone)]
+struct Endpoints {
+    handle: PrometheusHandle,
+    live: Live,
+}
+
+async fn metrics_page(State(e): State<Endpoints>) -> impl IntoResponse {
+    publish(&(e.live)());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        e.handle.render(),
+    )
+}
+
+async fn readiness(State(e): State<Endpoints>) -> impl IntoResponse {
+    match (e.live)().not_ready {
+        None => (StatusCode::OK, "ready\n".to_owned()),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    }
+}
+
+/// Why the pipeline cannot do its job now, from what it reports.
+pub fn not_ready(projector: &ProjectorState) -> Option<String> {
+    match projector {
+        ProjectorState::Running => None,
+        ProjectorState::Paused { reason, .. } => Some(format!("store unreachable: {reason}")),
+        ProjectorState::Stopped => Some("stopping".into()),
+    }
+}
+
+/// Copies a snapshot into the registry.
+fn publish(s: &LiveSnapshot) {
+    let i = &s.ingest;
+    counter!("ecom_messages_received_total").absolute(i.delivered);
+    counter!("ecom_messages_appended_total").absolute(i.appended);
+    counter!("ecom_messages_acked_total").absolute(i.acked);
+    counter!("ecom_messages_nacked_total").absolute(i.nacked);
+    counter!("ecom_messages_rejected_total").absolute(i.rejected);
+    counter!("ecom_log_append_failures_total").absolute(i.append_failures);
+    counter!("ecom_ingest_batches_total").absolute(i.batches);
+    counter!("ecom_duplicates_total", "kind" => "transport").absolute(i.duplicates_message_id);
+    let a: &ApplyStats = &s.projector.stats;
+    counter!("ecom_duplicates_total", "kind" => "business").absolute(a.business_duplicates);
+    counter!("ecom_conflicts_total").absolute(a.conflicts);
+    for (outcome, n) in [
+        ("order_inserted", a.orders_inserted),
+        ("order_replaced", a.orders_replaced),
+        ("payment_applied", a.payments_applied),
+        ("payment_parked", a.payments_parked),
+        ("payment_joined_from_dlq", a.payments_joined_from_dlq),
+        ("business_duplicate", a.business_duplicates),
+        ("conflict", a.conflicts),
+        ("same_message", a.same_message),
+    ] {
+        counter!("ecom_events_applied_total", "outcome" => outcome).absolute(n);
+    }
+    counter!("ecom_events_undecodable_total").absolute(s.projector.undecodable);
+
+    gauge!("ecom_log_entries").set(s.log.entries as f64);
+    gauge!("ecom_log_size_bytes").set(s.log_bytes as f64);
+    gauge!("ecom_projector_lag_entries")
+        .set(s.log.next_seq.saturating_sub(s.log.checkpoint) as f64);
+    let lag_s = s
+        .oldest_unprojected_ms
+        .map(|t| (ecom_store::now_ms() - t).max(0) as f64 / 1000.0)
+        .unwrap_or(0.0);
+    gauge!("ecom_projector_lag_seconds").set(lag_s);
+    let state = match s.projector.state {
+        ProjectorState::Running => "running",
+        ProjectorState::Paused { .. } => "paused",
+        ProjectorState::Stopped => "stopped",
+    };
+    for name in ["running", "paused", "stopped"] {
+        gauge!("ecom_projector_state", "state" => name).set(f64::from(u8::from(name == state)));
+    }
+    if let Some(parked) = s.parked_payments {
+        gauge!("ecom_parked_payments").set(parked as f64);
+    }
+    gauge!("ecom_ready").set(f64::from(u8::from(s.not_ready.is_none())));
+}
+
+/// Help text for every series (Prometheus shows it; the names say the unit).
+fn describe() {
+    describe_counter!(
+        "ecom_messages_received_total",
+        "Messages delivered by the source (redeliveries included)."
+    );
+    describe_counter!(
+        "ecom_messages_appended_total",
+        "Messages appended to this instance's durable log."
+    );
+    describe_counter!(
+        "ecom_messages_acked_total",
+        "Messages acknowledged to the source (after the fsync covering them)."
+    );
+    describe_counter!(
+        "ecom_messages_nacked_total",
+        "Messages handed back to the source (a failed log write)."
+    );
+    describe_counter!(
+        "ecom_messages_rejected_total",
+        "Messages quarantined as invalid (`rejected list`); per instance."
+    );
+    describe_counter!(
+        "ecom_log_append_failures_total",
+        "Log group commits that failed."
+    );
+    describe_counter!("ecom_ingest_batches_total", "Batches ingest appended.");
+    describe_counter!(
+        "ecom_duplicates_total",
+        "Duplicates stopped: kind=transport (same message id, not appended), kind=business (same content, no effect)."
+    );
+    describe_counter!(
+        "ecom_conflicts_total",
+        "Conflicting versions of an order id resolved (the loser is audited)."
+    );
+    describe_counter!(
+        "ecom_events_applied_total",
+        "Log entries the projector applied, by outcome."
+    );
+    describe_counter!(
+        "ecom_events_undecodable_total",
+        "Log entries that did not decode (a bug if non-zero)."
+    );
+    describe_counter!(
+        "ecom_lwt_total",
+        "Cassandra conditional writes by result: applied, not_applied, unknown (settled by a SERIAL read)."
+    );
+    describe_gauge!("ecom_log_entries", "Entries in the durable log.");
+    describe_gauge!(
+        "ecom_log_size_bytes",
+        "Bytes the log directory holds on disk."
+    );
+    describe_gauge!(
+        "ecom_projector_lag_entries",
+        "Log entries not yet projected."
+    );
+    describe_gauge!(
+        "ecom_projector_lag_seconds",
+        "Age of the oldest log entry not yet projected (0 when caught up)."
+    );
+    describe_gauge!(
+        "ecom_projector_state",
+        "1 for the projector's current state (running, paused: waiting for the store, stopped)."
+    );
+    describe_gauge!(
+        "ecom_parked_payments",
+        "Payments waiting for their order in dlq_payments (counted every 10 s)."
+    );
+    describe_gauge!("ecom_ready", "1 when /readyz answers ready.");
+    describe_histogram!(
+        "ecom_log_append_seconds",
+        "Time to make one ingest batch durable (append, group commit, fsync)."
+    );
+    describe_histogram!(
+        "ecom_log_fsync_seconds",
+        "Time of one group commit's flush and fdatasync."
+    );
+    describe_histogram!(
+        "ecom_cassandra_request_seconds",
+        "Cassandra request latency, by kind (lwt, write, read)."
+    );
+}
+
+/// Bytes under `dir`, recursively (the log is a handful of files).
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// `--metrics-addr`: an address, or `off`.
+pub fn parse_metrics_addr(s: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    s.parse().map(Some).with_context(|| {
+        format!("--metrics-addr {s:?}: expected host:port (e.g. 127.0.0.1:9464) or `off`")
+    })
+}
