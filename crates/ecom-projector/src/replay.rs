@@ -109,9 +109,11 @@ pub async fn replay<S: FactStore>(
     const CHUNK: usize = 2048;
     let mut done = 0u64;
     for chunk in states.chunks(CHUNK) {
-        // State rows first: a replay interrupted after them leaves views
-        // that a re-run (or `run`'s repairs) completes, never views without
-        // their state.
+        // State rows first: a replay interrupted after them leaves missing
+        // views, never views without their state. A re-run of `replay
+        // --truncate` completes them; `run` alone does not (it repairs an
+        // order's views only when it applies another event of that order,
+        // and the checkpoints may already be at the logs' end).
         store.put_states(chunk).await?;
         ecom_core::failpoint!("replay::after_states");
         let mut views = Vec::new();
