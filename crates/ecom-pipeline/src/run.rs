@@ -42,6 +42,10 @@ pub enum SourceKind {
     /// Google Cloud Pub/Sub (or the emulator at PUBSUB_EMULATOR_HOST):
     /// streaming pull on orders_data-sub and payments_data-sub.
     Pubsub,
+    /// Nothing new: project what the log holds. With --stop-after-idle,
+    /// this retires an instance: its acknowledged tail lands in the store
+    /// and the process exits.
+    None,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -74,7 +78,7 @@ pub struct RunArgs {
 pub async fn run(cfg: &Config, args: &RunArgs, pubsub: &PubSubArgs) -> anyhow::Result<ExitCode> {
     let pubsub = match args.source {
         SourceKind::Pubsub => Some(pubsub.config()?),
-        SourceKind::Embedded => None,
+        SourceKind::Embedded | SourceKind::None => None,
     };
     // The log first: its lock names the pid of a pipeline already running.
     let log = open_log(&cfg.log_dir)?;
@@ -130,6 +134,16 @@ async fn run_with<S: FactStore>(
                     c.cancel();
                 }
                 r.map_err(anyhow::Error::from)
+            })
+        }
+        None if args.source == SourceKind::None => {
+            // Holds the sender until cancelled: ingest treats a closed
+            // channel as its source gone for good.
+            let c = cancel.clone();
+            tokio::spawn(async move {
+                c.cancelled().await;
+                drop(tx);
+                Ok(())
             })
         }
         None => {

@@ -72,6 +72,9 @@ pub struct Instance {
     pub log_dir: PathBuf,
     pub stderr: PathBuf,
     pub child: Option<Child>,
+    /// Taken out of the fleet (its tail projected, as an operator retires
+    /// one): [`drain`] does not start it again, but its log still counts.
+    pub retired: bool,
 }
 
 impl Instance {
@@ -81,6 +84,7 @@ impl Instance {
             log_dir: root.join(format!("log-{i}")),
             stderr: root.join(format!("instance-{i}.stderr")),
             child: None,
+            retired: false,
         }
     }
 
@@ -502,11 +506,12 @@ pub fn drain(
     let mut rounds = 0;
     loop {
         rounds += 1;
-        let mut children: Vec<Child> = instances
+        let active: Vec<&Instance> = instances.iter().filter(|i| !i.retired).collect();
+        let mut children: Vec<Child> = active
             .iter()
             .map(|inst| target.spawn(inst, &["--stop-after-idle", "15s"]))
             .collect();
-        for (child, inst) in children.iter_mut().zip(instances) {
+        for (child, inst) in children.iter_mut().zip(active) {
             let what = format!(
                 "instance {} to drain and stop after 15 s idle (stderr: {})",
                 inst.log_dir.display(),

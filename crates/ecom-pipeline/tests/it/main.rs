@@ -9,4 +9,5 @@ mod harness;
 mod metrics;
 mod outage;
 mod pubsub;
+mod scale_out;
 mod support;
