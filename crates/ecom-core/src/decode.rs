@@ -27,6 +27,14 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// A bounded label for metrics: `malformed` or `impossible_value`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Rejection::Malformed { .. } => "malformed",
+            Rejection::Impossible { .. } => "impossible_value",
+        }
+    }
+
     fn impossible(topic: Topic, field: &str, detail: impl Into<String>) -> Self {
         Rejection::Impossible {
             topic: topic.name().to_string(),

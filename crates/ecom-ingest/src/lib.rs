@@ -124,9 +124,17 @@ fn now_ms() -> u64 {
 /// Classifies a message: valid ones go to the log's entries, rejected ones to
 /// its quarantine with the reason.
 pub fn classify(message: RawMessage) -> Incoming {
+    classify_with_class(message).0
+}
+
+/// [`classify`], and the rejection's class for the metrics.
+fn classify_with_class(message: RawMessage) -> (Incoming, Option<&'static str>) {
     match decode(&message) {
-        Ok(_) => Incoming::Valid(message),
-        Err(reason) => Incoming::Rejected(message, reason.to_string()),
+        Ok(_) => (Incoming::Valid(message), None),
+        Err(reason) => {
+            let class = reason.class();
+            (Incoming::Rejected(message, reason.to_string()), Some(class))
+        }
     }
 }
 
@@ -199,19 +207,27 @@ pub async fn append_and_settle(
     c.last_delivery_ms.store(now_ms(), Ordering::Relaxed);
     let mut ackers = Vec::with_capacity(batch.len());
     let mut incoming = Vec::with_capacity(batch.len());
+    let mut classes = Vec::with_capacity(batch.len());
     for d in batch {
         ackers.push(d.acker);
-        incoming.push(classify(d.message));
+        let (message, class) = classify_with_class(d.message);
+        incoming.push(message);
+        classes.push(class);
     }
     let started = std::time::Instant::now();
     let appended = log.append(incoming).await;
     metrics::histogram!("ecom_log_append_seconds").record(started.elapsed());
     match appended {
         Ok(outcomes) => {
-            for o in &outcomes {
+            for (o, class) in outcomes.iter().zip(classes) {
                 match o {
                     AppendOutcome::Appended(_) => c.appended.fetch_add(1, Ordering::Relaxed),
-                    AppendOutcome::Quarantined(_) => c.rejected.fetch_add(1, Ordering::Relaxed),
+                    AppendOutcome::Quarantined(_) => {
+                        let class = class.unwrap_or("malformed");
+                        metrics::counter!("ecom_messages_rejected_total", "class" => class)
+                            .increment(1);
+                        c.rejected.fetch_add(1, Ordering::Relaxed)
+                    }
                     AppendOutcome::Duplicate => {
                         c.duplicates_message_id.fetch_add(1, Ordering::Relaxed)
                     }

@@ -11,8 +11,8 @@
 //! module reads one [`Live`] snapshot of them and publishes it into the
 //! `metrics` registry (`Counter::absolute`), so the two views cannot drift.
 //! What only the metrics show (latency histograms, LWT outcomes, Cassandra
-//! request latency) the libraries record through the `metrics` facade as
-//! it happens. The registry is `metrics-exporter-prometheus`'s; nothing
+//! request latency, rejections by class) the libraries record through the
+//! `metrics` facade as it happens. The registry is `metrics-exporter-prometheus`'s; nothing
 //! here formats the exposition text.
 
 use std::net::SocketAddr;
@@ -67,6 +67,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()
         .context("metrics: installing the Prometheus recorder")?;
     describe();
+    // Series that move only on rare events exist from the first scrape, so
+    // that `rate()` and alerts see 0 rather than nothing.
+    for class in ["malformed", "impossible_value"] {
+        counter!("ecom_messages_rejected_total", "class" => class).increment(0);
+    }
+    for result in ["applied", "not_applied", "unknown"] {
+        counter!("ecom_lwt_total", "result" => result).increment(0);
+    }
     Ok(handle)
 }
 
@@ -142,7 +150,6 @@ fn publish(s: &LiveSnapshot) {
     counter!("ecom_messages_appended_total").absolute(i.appended);
     counter!("ecom_messages_acked_total").absolute(i.acked);
     counter!("ecom_messages_nacked_total").absolute(i.nacked);
-    counter!("ecom_messages_rejected_total").absolute(i.rejected);
     counter!("ecom_log_append_failures_total").absolute(i.append_failures);
     counter!("ecom_ingest_batches_total").absolute(i.batches);
     counter!("ecom_duplicates_total", "kind" => "transport").absolute(i.duplicates_message_id);
@@ -206,7 +213,7 @@ fn describe() {
     );
     describe_counter!(
         "ecom_messages_rejected_total",
-        "Messages quarantined as invalid (`rejected list`); per instance."
+        "Messages quarantined as invalid (`rejected list`), by class (malformed, impossible_value); per instance: a message two instances quarantined counts in both."
     );
     describe_counter!(
         "ecom_log_append_failures_total",
