@@ -143,11 +143,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn committed_schema_splits_into_keyspace_and_four_tables() {
+    fn committed_schema_splits_into_keyspace_four_tables_and_the_queue_settings() {
         let st = schema_statements(SCHEMA_CQL, "ecom_test_1").unwrap();
-        assert_eq!(st.len(), 5, "{st:#?}");
+        assert_eq!(st.len(), 6, "{st:#?}");
         assert!(st[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ecom_test_1 WITH replication"));
-        for (s, table) in st[1..].iter().zip([
+        assert!(
+            st[5].starts_with("ALTER TABLE ecom_test_1.dlq_payments WITH gc_grace_seconds = 10800"),
+            "{}",
+            st[5]
+        );
+        for (s, table) in st[1..5].iter().zip([
             "order_state",
             "orders_payments_facts",
             "duplicate_orders",
