@@ -197,6 +197,7 @@ pub async fn run_ingest(
 /// error (the batch was nacked). [`run_ingest`] calls it per batch; the
 /// simulation tests call it directly, so that they drive the very code
 /// that acknowledges.
+#[tracing::instrument(name = "ingest_batch", level = "debug", skip_all, fields(messages = batch.len()))]
 pub async fn append_and_settle(
     log: &Log,
     batch: Vec<Delivery>,

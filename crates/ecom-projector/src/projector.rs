@@ -120,8 +120,10 @@ impl<S: FactStore> Projector<S> {
 
     /// Applies one batch from the checkpoint. Returns how many entries it
     /// applied (0: caught up).
+    #[tracing::instrument(name = "projector_batch", level = "debug", skip_all, fields(from))]
     pub async fn step(&self) -> Result<usize, ProjectorError> {
         let from = self.log.checkpoint();
+        tracing::Span::current().record("from", from);
         let entries = self.log.read_from(from, self.opts.batch_size)?;
         let Some(last) = entries.last().map(|e| e.seq) else {
             return Ok(0);
