@@ -54,8 +54,7 @@ use std::time::Duration;
 use ecom_core::workload::Rng;
 
 use super::harness::{
-    Instance, Producing, Target, Traffic, conclude, drain_and_check, env_u64, seed_from_env,
-    wait_running,
+    Producing, Target, Traffic, conclude, drain_and_check, env_u64, seed_from_env, wait_running,
 };
 use super::pubsub::{emulator, one_at_a_time, project};
 
@@ -104,12 +103,7 @@ fn random_sigkills_of_pubsub_to_cassandra_instances_lose_and_double_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     target.setup_all(&[&keyspace, &replayed]);
 
-    let mut instances: Vec<Instance> = (0..plan.instances)
-        .map(|i| Instance::new(tmp.path(), i))
-        .collect();
-    for inst in &mut instances {
-        inst.child = Some(target.spawn(inst, &[]));
-    }
+    let mut instances = target.start_instances(tmp.path(), plan.instances);
 
     let producing = Producing::start(
         target.producer_config(),

@@ -41,8 +41,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use super::cli::{bin, run, sigterm_and_expect_clean_exit, wait_for_status};
-use super::metrics::{http_get, metrics_addr};
+use super::cli::{run, sigterm_and_expect_clean_exit};
+use super::metrics::{http_get, spawn_serving_run};
 use super::pubsub::one_at_a_time;
 
 fn repo_root() -> PathBuf {
@@ -200,18 +200,7 @@ fn dashboard_queries_name_only_metrics_a_running_pipeline_serves() {
     eprintln!("dashboard uses {} metric names: {names:?}", names.len());
 
     let tmp = tempfile::tempdir().unwrap();
-    let log_dir = tmp.path().join("log");
-    let child = bin()
-        .args(["run", "--orders", "3000", "--metrics-addr", "127.0.0.1:0"])
-        .arg("--log-dir")
-        .arg(&log_dir)
-        .arg("--store-dir")
-        .arg(tmp.path().join("store"))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn ecom-pipeline run");
-    wait_for_status(&log_dir, |s| s["metrics_addr"].is_string());
-    let addr = metrics_addr(&log_dir);
+    let (child, addr) = spawn_serving_run(tmp.path(), 3000, &[]);
     // Histograms appear once something was recorded, the parked count once
     // the store was first counted.
     let page = scrape_until(&addr, |p| {
@@ -283,17 +272,7 @@ fn check_on_cassandra(names: &BTreeSet<String>) {
     let out = run(&[&["setup", "cassandra"][..], &common[..]].concat());
     assert!(out.status.success(), "setup cassandra failed");
     let tmp = tempfile::tempdir().unwrap();
-    let log_dir = tmp.path().join("log");
-    let child = bin()
-        .args(["run", "--orders", "300", "--metrics-addr", "127.0.0.1:0"])
-        .args(common)
-        .arg("--log-dir")
-        .arg(&log_dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn ecom-pipeline run --store cassandra");
-    wait_for_status(&log_dir, |s| s["metrics_addr"].is_string());
-    let addr = metrics_addr(&log_dir);
+    let (child, addr) = spawn_serving_run(tmp.path(), 300, &common);
     // A histogram's samples are its `_bucket`/`_sum`/`_count` series.
     let page = scrape_until(&addr, |p| {
         ["ecom_lwt_total", "ecom_cassandra_request_seconds_count"]

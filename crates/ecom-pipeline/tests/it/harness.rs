@@ -88,6 +88,24 @@ impl Instance {
         }
     }
 
+    /// The status file its running (or last) process wrote, if readable.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.log_dir.join("status.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Entries its log holds, as the status file says (0 before the first).
+    pub fn log_entries(&self) -> u64 {
+        self.status()
+            .and_then(|s| s["log_entries"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// Projection lag, as the status file says (0 before the first).
+    pub fn lag(&self) -> u64 {
+        self.status().and_then(|s| s["lag"].as_u64()).unwrap_or(0)
+    }
+
     /// What the instance wrote to stderr so far (every run appends).
     pub fn stderr_text(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
@@ -154,6 +172,17 @@ impl Target {
 
     /// Starts `ecom-pipeline run --source pubsub --store cassandra` for
     /// `inst`, its stderr appended to the instance's file.
+    /// `n` instances under `root`, each running `run` on its own log.
+    pub fn start_instances(&self, root: &Path, n: usize) -> Vec<Instance> {
+        (0..n)
+            .map(|i| {
+                let mut inst = Instance::new(root, i);
+                inst.child = Some(self.spawn(&inst, &[]));
+                inst
+            })
+            .collect()
+    }
+
     pub fn spawn(&self, inst: &Instance, extra: &[&str]) -> Child {
         self.spawn_with_env(inst, extra, &[])
     }

@@ -39,6 +39,32 @@ pub fn metrics_addr(log_dir: &std::path::Path) -> String {
         .to_owned()
 }
 
+/// `run --orders N` on the embedded source with its metrics on a free
+/// port, started and serving; `extra` picks the store (the embedded one
+/// under `root` by default). Returns the child and the address.
+pub fn spawn_serving_run(
+    root: &std::path::Path,
+    orders: u64,
+    extra: &[&str],
+) -> (std::process::Child, String) {
+    let log_dir = root.join("log");
+    let mut cmd = bin();
+    cmd.args(["run", "--orders", &orders.to_string()])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .arg("--log-dir")
+        .arg(&log_dir);
+    if extra.is_empty() {
+        cmd.arg("--store-dir").arg(root.join("store"));
+    }
+    let child = cmd
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ecom-pipeline run");
+    wait_for_status(&log_dir, |s| s["metrics_addr"].is_string());
+    (child, metrics_addr(&log_dir))
+}
+
 /// The value of the series `name` (with its labels, as written), if
 /// present.
 fn sample(page: &str, series: &str) -> Option<f64> {
@@ -51,18 +77,7 @@ fn sample(page: &str, series: &str) -> Option<f64> {
 #[test]
 fn metrics_move_while_the_pipeline_runs_and_probes_answer() {
     let tmp = tempfile::tempdir().unwrap();
-    let log_dir = tmp.path().join("log");
-    let child = bin()
-        .args(["run", "--orders", "60000", "--metrics-addr", "127.0.0.1:0"])
-        .arg("--log-dir")
-        .arg(&log_dir)
-        .arg("--store-dir")
-        .arg(tmp.path().join("store"))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn ecom-pipeline run");
-    wait_for_status(&log_dir, |s| s["metrics_addr"].is_string());
-    let addr = metrics_addr(&log_dir);
+    let (child, addr) = spawn_serving_run(tmp.path(), 60000, &[]);
 
     assert_eq!(http_get(&addr, "/healthz").0, 200);
     let (code, body) = http_get(&addr, "/readyz");

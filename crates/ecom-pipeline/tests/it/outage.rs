@@ -53,21 +53,10 @@ use super::harness::{
 use super::metrics::{http_get, metrics_addr};
 use super::pubsub::{emulator, one_at_a_time, project};
 
-fn status(inst: &Instance) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(inst.log_dir.join("status.json")).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn entries(inst: &Instance) -> u64 {
-    status(inst)
-        .and_then(|s| s["log_entries"].as_u64())
-        .unwrap_or(0)
-}
-
 /// `running`, `paused` or `stopped`: the status file holds the projector's
 /// state as `{"state": "paused", "reason": …, "retry_in_ms": …}`.
 fn projector_state(inst: &Instance) -> String {
-    status(inst)
+    inst.status()
         .and_then(|s| s["projector"]["state"]["state"].as_str().map(str::to_owned))
         .unwrap_or_default()
 }
@@ -83,7 +72,7 @@ fn describe(instances: &[Instance]) -> String {
             format!(
                 "{}: status {}\n  stderr (last lines, newest first):\n    {}",
                 i.log_dir.display(),
-                status(i).map(|s| s.to_string()).unwrap_or("none".into()),
+                i.status().map(|s| s.to_string()).unwrap_or("none".into()),
                 tail.join("\n    ")
             )
         })
@@ -206,10 +195,7 @@ fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
     target.pubsub_via = Some(proxy.addr());
     let tmp = tempfile::tempdir().unwrap();
     target.setup_all(&[&keyspace, &replayed]);
-    let mut instances: Vec<Instance> = (0..2).map(|i| Instance::new(tmp.path(), i)).collect();
-    for inst in &mut instances {
-        inst.child = Some(target.spawn(inst, &[]));
-    }
+    let mut instances = target.start_instances(tmp.path(), 2);
     let producing = Producing::start(
         target.producer_config(),
         Traffic {
@@ -221,7 +207,7 @@ fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
     wait_until(
         Duration::from_secs(120),
         "both instances to ingest",
-        || instances.iter().all(|i| entries(i) > 0),
+        || instances.iter().all(|i| i.log_entries() > 0),
         || describe(&instances),
     );
 
@@ -230,13 +216,13 @@ fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
     let pubsub_down = Instant::now();
     std::thread::sleep(Duration::from_secs(12));
     assert_all_running(&mut instances);
-    let during: u64 = instances.iter().map(entries).sum();
+    let during: u64 = instances.iter().map(Instance::log_entries).sum();
     proxy.set_up(true);
     let pubsub_down = pubsub_down.elapsed();
     wait_until(
         Duration::from_secs(120),
         "ingestion to resume after the Pub/Sub outage",
-        || instances.iter().map(entries).sum::<u64>() > during,
+        || instances.iter().map(Instance::log_entries).sum::<u64>() > during,
         || describe(&instances),
     );
 
@@ -256,11 +242,14 @@ fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
             "/readyz while Cassandra is down: {code} {body}"
         );
     }
-    let paused_at: u64 = instances.iter().map(entries).sum();
+    let paused_at: u64 = instances.iter().map(Instance::log_entries).sum();
     wait_until(
         Duration::from_secs(60),
         "ingestion to go on while Cassandra is down",
-        || instances.iter().map(entries).sum::<u64>() > paused_at || producing.is_finished(),
+        || {
+            instances.iter().map(Instance::log_entries).sum::<u64>() > paused_at
+                || producing.is_finished()
+        },
         || describe(&instances),
     );
     let remaining = Duration::from_secs(10).saturating_sub(cassandra_down.elapsed());
@@ -337,10 +326,7 @@ fn lost_lwt_responses_are_settled_and_change_nothing() {
     target.cassandra_via = Some(proxy.addr());
     let tmp = tempfile::tempdir().unwrap();
     target.setup_all(&[&keyspace, &replayed]);
-    let mut instances: Vec<Instance> = (0..2).map(|i| Instance::new(tmp.path(), i)).collect();
-    for inst in &mut instances {
-        inst.child = Some(target.spawn(inst, &[]));
-    }
+    let mut instances = target.start_instances(tmp.path(), 2);
     let producing = Producing::start(
         target.producer_config(),
         Traffic {

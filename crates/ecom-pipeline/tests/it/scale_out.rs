@@ -31,20 +31,9 @@ use super::harness::{
 };
 use super::pubsub::{emulator, one_at_a_time, project};
 
-fn status(inst: &Instance) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(inst.log_dir.join("status.json")).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn entries(inst: &Instance) -> u64 {
-    status(inst)
-        .and_then(|s| s["log_entries"].as_u64())
-        .unwrap_or(0)
-}
-
 fn wait_ingesting(inst: &Instance) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while entries(inst) == 0 {
+    while inst.log_entries() == 0 {
         assert!(
             Instant::now() < deadline,
             "instance {} ingested nothing in 120 s (stderr: {})",
@@ -117,14 +106,14 @@ fn instances_join_and_leave_a_running_fleet_and_the_store_is_exact() {
         attempts += 1;
         let retired = &mut instances[0];
         let deadline = Instant::now() + Duration::from_secs(60);
-        while status(retired).and_then(|s| s["lag"].as_u64()).unwrap_or(0) == 0 {
+        while retired.lag() == 0 {
             assert!(Instant::now() < deadline, "instance 0 never lagged in 60 s");
             std::thread::sleep(Duration::from_millis(50));
         }
         let child = retired.child.take().expect("instance 0 runs");
         wait_running(retired, child.id());
         super::cli::sigterm_and_expect_clean_exit(child);
-        let lag = status(retired).and_then(|s| s["lag"].as_u64()).unwrap_or(0);
+        let lag = retired.lag();
         if lag > 0 {
             break lag;
         }
@@ -149,9 +138,8 @@ fn instances_join_and_leave_a_running_fleet_and_the_store_is_exact() {
         "the retired instance to project its tail and exit",
     );
     assert!(exit.success(), "retiring instance 0: {exit:?}");
-    let lag_after = status(retired).and_then(|s| s["lag"].as_u64());
     assert_eq!(
-        lag_after,
+        retired.status().and_then(|s| s["lag"].as_u64()),
         Some(0),
         "a retired instance leaves nothing unprojected"
     );
@@ -163,7 +151,7 @@ fn instances_join_and_leave_a_running_fleet_and_the_store_is_exact() {
         wait_running(inst, child.id());
         super::cli::sigterm_and_expect_clean_exit(child);
     }
-    let per_instance: Vec<u64> = instances.iter().map(entries).collect();
+    let per_instance: Vec<u64> = instances.iter().map(Instance::log_entries).collect();
     let outcome = drain_and_check(&target, &instances, &published, &replayed);
     println!(
         "scale-out-test: instances=3 joined=1 retired=1 published={} log_entries={per_instance:?} \
