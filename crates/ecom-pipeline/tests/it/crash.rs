@@ -54,9 +54,8 @@ use std::time::Duration;
 use ecom_core::workload::Rng;
 
 use super::harness::{
-    Producing, Target, Traffic, conclude, drain_and_check, env_u64, seed_from_env, wait_running,
+    Producing, Setup, Traffic, conclude, drain_and_check, env_u64, seed_from_env, wait_running,
 };
-use super::pubsub::{emulator, one_at_a_time, project};
 
 /// The knobs of one run (environment variables, short-mode defaults).
 #[derive(Debug, Clone)]
@@ -81,29 +80,17 @@ impl Plan {
 
 #[test]
 fn random_sigkills_of_pubsub_to_cassandra_instances_lose_and_double_nothing() {
-    if emulator().is_none() {
-        return;
-    }
-    let Some(contact) = ecom_cassandra::testing::contact_points() else {
+    let Some(setup) = Setup::start("crash") else {
         return;
     };
-    let _server = one_at_a_time();
+    let (target, replayed) = (&setup.target, &setup.replayed);
     let plan = Plan::from_env();
     eprintln!(
         "crash-test: seed {} (ECOM_CRASH_SEED={} reruns it), {} instances, {} kills, ~{} messages",
         plan.seed, plan.seed, plan.instances, plan.kills, plan.messages
     );
-    let keyspace = ecom_cassandra::testing::unique_keyspace();
-    let replayed = ecom_cassandra::testing::unique_keyspace();
-    let target = Target::new(
-        format!("crash-{}", project()),
-        contact[0].clone(),
-        keyspace.clone(),
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    target.setup_all(&[&keyspace, &replayed]);
 
-    let mut instances = target.start_instances(tmp.path(), plan.instances);
+    let mut instances = target.start_instances(setup.tmp.path(), plan.instances);
 
     let producing = Producing::start(
         target.producer_config(),
@@ -144,7 +131,7 @@ fn random_sigkills_of_pubsub_to_cassandra_instances_lose_and_double_nothing() {
         wait_running(inst, child.id());
         super::cli::sigterm_and_expect_clean_exit(child);
     }
-    let outcome = drain_and_check(&target, &instances, &published, &replayed);
+    let outcome = drain_and_check(target, &instances, &published, replayed);
     let invalid = published.iter().filter(|p| p.invalid).count();
     println!(
         "crash-test: instances={} kills={kills} restarts={restarts} published={} invalid={invalid} {}",
@@ -157,5 +144,12 @@ fn random_sigkills_of_pubsub_to_cassandra_instances_lose_and_double_nothing() {
         "published only {}",
         published.len()
     );
-    conclude(&outcome, "crash test", plan.seed, tmp, &target, &replayed);
+    conclude(
+        &outcome,
+        "crash test",
+        plan.seed,
+        setup.tmp,
+        target,
+        replayed,
+    );
 }

@@ -39,10 +39,9 @@ use ecom_log::testing::SmallDisk;
 use ecom_log::{Log, LogOptions};
 
 use super::harness::{
-    Instance, Producing, Target, Traffic, conclude, drain_and_check, env_u64, seed_from_env,
+    Instance, Producing, Setup, Traffic, conclude, drain_and_check, env_u64, seed_from_env,
     wait_exit, wait_running,
 };
-use super::pubsub::{emulator, one_at_a_time, project};
 
 /// What the stopped process must say (besides the directory).
 const SAYS: [&str; 4] = [
@@ -54,35 +53,23 @@ const SAYS: [&str; 4] = [
 
 #[test]
 fn a_full_log_disk_stops_the_pipeline_with_a_message_and_a_restart_with_space_is_exact() {
-    if emulator().is_none() {
-        return;
-    }
-    let Some(contact) = ecom_cassandra::testing::contact_points() else {
-        return;
-    };
-    let _server = one_at_a_time();
     let bytes = env_u64("ECOM_DISK_BYTES", 2 << 20);
     let Some(disk) = SmallDisk::mount(bytes, "the full-disk test") else {
         return;
     };
+    let Some(setup) = Setup::start("disk") else {
+        return;
+    };
+    let (target, replayed, tmp) = (&setup.target, &setup.replayed, setup.tmp.path());
     let seed = seed_from_env("ECOM_DISK_SEED");
     eprintln!(
         "full-disk-test: seed {seed} (ECOM_DISK_SEED={seed} reruns it), a {bytes}-byte log disk"
     );
-    let keyspace = ecom_cassandra::testing::unique_keyspace();
-    let replayed = ecom_cassandra::testing::unique_keyspace();
-    let target = Target::new(
-        format!("disk-{}", project()),
-        contact[0].clone(),
-        keyspace.clone(),
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    target.setup_all(&[&keyspace, &replayed]);
 
     // The log on the small disk, everything else (stderr) beside it.
     let mut inst = Instance {
         log_dir: disk.path().join("log"),
-        ..Instance::new(tmp.path(), 0)
+        ..Instance::new(tmp, 0)
     };
     inst.child = Some(target.spawn(&inst, &[]));
     let started = Instant::now();
@@ -130,7 +117,7 @@ fn a_full_log_disk_stops_the_pipeline_with_a_message_and_a_restart_with_space_is
     super::cli::sigterm_and_expect_clean_exit(child);
 
     let instances = [inst];
-    let outcome = drain_and_check(&target, &instances, &published, &replayed);
+    let outcome = drain_and_check(target, &instances, &published, replayed);
     let invalid = published.iter().filter(|p| p.invalid).count();
     println!(
         "full-disk-test: filled after {filled_after} messages, exit={} after {:.1}s, restarted, {} (published={} invalid={invalid} {})",
@@ -146,7 +133,7 @@ fn a_full_log_disk_stops_the_pipeline_with_a_message_and_a_restart_with_space_is
     );
     if !outcome.is_exact() {
         // The logs live on the tmpfs, which goes with `disk`: keep a copy.
-        let kept = tmp.path().join("log-0");
+        let kept = tmp.join("log-0");
         let copied = std::process::Command::new("cp")
             .arg("-a")
             .arg(&instances[0].log_dir)
@@ -157,7 +144,14 @@ fn a_full_log_disk_stops_the_pipeline_with_a_message_and_a_restart_with_space_is
             kept.display()
         );
     }
-    conclude(&outcome, "full-disk test", seed, tmp, &target, &replayed);
+    conclude(
+        &outcome,
+        "full-disk test",
+        seed,
+        setup.tmp,
+        target,
+        replayed,
+    );
 }
 
 /// Messages (entries and quarantined) in the closed log in `dir`.

@@ -112,6 +112,44 @@ impl Instance {
     }
 }
 
+/// Where a fault test against both servers starts: the servers held for
+/// this test alone, a fresh Pub/Sub project and keyspace set up, an empty
+/// keyspace to replay into, and a directory for the instances' files.
+pub struct Setup {
+    pub target: Target,
+    /// The Pub/Sub server's address (`PUBSUB_EMULATOR_HOST`).
+    pub pubsub: String,
+    /// The empty keyspace [`drain_and_check`] replays into.
+    pub replayed: String,
+    pub tmp: tempfile::TempDir,
+    _server: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Setup {
+    /// `None` when a server is missing and the test may skip (it fails
+    /// instead under `CI` or `ECOM_REQUIRE_*`). `name` prefixes the project.
+    pub fn start(name: &str) -> Option<Setup> {
+        let pubsub = super::support::emulator()?;
+        let contact = ecom_cassandra::testing::contact_points()?;
+        let server = super::support::one_at_a_time();
+        let keyspace = ecom_cassandra::testing::unique_keyspace();
+        let replayed = ecom_cassandra::testing::unique_keyspace();
+        let target = Target::new(
+            format!("{name}-{}", super::support::project()),
+            contact[0].clone(),
+            keyspace.clone(),
+        );
+        target.setup_all(&[&keyspace, &replayed]);
+        Some(Setup {
+            target,
+            pubsub,
+            replayed,
+            tmp: tempfile::tempdir().unwrap(),
+            _server: server,
+        })
+    }
+}
+
 /// What every `ecom-pipeline` invocation of one run shares.
 pub struct Target {
     pub project: String,
@@ -170,8 +208,6 @@ impl Target {
         }
     }
 
-    /// Starts `ecom-pipeline run --source pubsub --store cassandra` for
-    /// `inst`, its stderr appended to the instance's file.
     /// `n` instances under `root`, each running `run` on its own log.
     pub fn start_instances(&self, root: &Path, n: usize) -> Vec<Instance> {
         (0..n)
@@ -183,6 +219,8 @@ impl Target {
             .collect()
     }
 
+    /// Starts `ecom-pipeline run --source pubsub --store cassandra` for
+    /// `inst`, its stderr appended to the instance's file.
     pub fn spawn(&self, inst: &Instance, extra: &[&str]) -> Child {
         self.spawn_with_env(inst, extra, &[])
     }

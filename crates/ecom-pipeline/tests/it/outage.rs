@@ -48,10 +48,9 @@ use std::time::{Duration, Instant};
 
 use super::fault_proxy::{Kind, LwtFaults, Proxy};
 use super::harness::{
-    Instance, Producing, Target, Traffic, conclude, drain_and_check, seed_from_env, wait_running,
+    Instance, Producing, Setup, Traffic, conclude, drain_and_check, seed_from_env, wait_running,
 };
 use super::metrics::{http_get, metrics_addr};
-use super::pubsub::{emulator, one_at_a_time, project};
 
 /// `running`, `paused` or `stopped`: the status file holds the projector's
 /// state as `{"state": "paused", "reason": …, "retry_in_ms": …}`.
@@ -177,25 +176,15 @@ impl Drop for CassandraDown {
 
 #[test]
 fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
-    let Some(pubsub) = emulator() else { return };
-    let Some(contact) = ecom_cassandra::testing::contact_points() else {
+    let Some(mut setup) = Setup::start("outage") else {
         return;
     };
-    let _server = one_at_a_time();
     let seed = seed_from_env("ECOM_OUTAGE_SEED");
     eprintln!("outage-test: seed {seed} (ECOM_OUTAGE_SEED={seed} reruns it)");
-    let keyspace = ecom_cassandra::testing::unique_keyspace();
-    let replayed = ecom_cassandra::testing::unique_keyspace();
-    let proxy = Proxy::start(&pubsub, Kind::Bytes);
-    let mut target = Target::new(
-        format!("outage-{}", project()),
-        contact[0].clone(),
-        keyspace.clone(),
-    );
-    target.pubsub_via = Some(proxy.addr());
-    let tmp = tempfile::tempdir().unwrap();
-    target.setup_all(&[&keyspace, &replayed]);
-    let mut instances = target.start_instances(tmp.path(), 2);
+    let proxy = Proxy::start(&setup.pubsub, Kind::Bytes);
+    setup.target.pubsub_via = Some(proxy.addr());
+    let (target, replayed) = (&setup.target, &setup.replayed);
+    let mut instances = target.start_instances(setup.tmp.path(), 2);
     let producing = Producing::start(
         target.producer_config(),
         Traffic {
@@ -280,7 +269,7 @@ fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
         .iter()
         .filter(|i| i.stderr_text().contains("projector paused"))
         .count();
-    let outcome = drain_and_check(&target, &instances, &published, &replayed);
+    let outcome = drain_and_check(target, &instances, &published, replayed);
     println!(
         "outage-test: instances=2 published={} pubsub_down={:.0}s cassandra_down={:.0}s \
          projection_resumed_after={:.1}s paused_logged={paused_reported}/2 {}",
@@ -294,18 +283,14 @@ fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
         paused_reported, 2,
         "each instance logs that its projector paused"
     );
-    conclude(&outcome, "outage test", seed, tmp, &target, &replayed);
+    conclude(&outcome, "outage test", seed, setup.tmp, target, replayed);
 }
 
 #[test]
 fn lost_lwt_responses_are_settled_and_change_nothing() {
-    if emulator().is_none() {
-        return;
-    }
-    let Some(contact) = ecom_cassandra::testing::contact_points() else {
+    let Some(mut setup) = Setup::start("lost") else {
         return;
     };
-    let _server = one_at_a_time();
     let seed = seed_from_env("ECOM_LOST_SEED");
     eprintln!("lost-responses-test: seed {seed} (ECOM_LOST_SEED={seed} reruns it)");
     let faults = LwtFaults {
@@ -315,18 +300,10 @@ fn lost_lwt_responses_are_settled_and_change_nothing() {
         max_delay: Duration::from_millis(20),
         seed,
     };
-    let proxy = Proxy::start(&contact[0], Kind::Cql(faults.clone()));
-    let keyspace = ecom_cassandra::testing::unique_keyspace();
-    let replayed = ecom_cassandra::testing::unique_keyspace();
-    let mut target = Target::new(
-        format!("lost-{}", project()),
-        contact[0].clone(),
-        keyspace.clone(),
-    );
-    target.cassandra_via = Some(proxy.addr());
-    let tmp = tempfile::tempdir().unwrap();
-    target.setup_all(&[&keyspace, &replayed]);
-    let mut instances = target.start_instances(tmp.path(), 2);
+    let proxy = Proxy::start(&setup.target.cassandra, Kind::Cql(faults.clone()));
+    setup.target.cassandra_via = Some(proxy.addr());
+    let (target, replayed) = (&setup.target, &setup.replayed);
+    let mut instances = target.start_instances(setup.tmp.path(), 2);
     let producing = Producing::start(
         target.producer_config(),
         Traffic {
@@ -349,7 +326,7 @@ fn lost_lwt_responses_are_settled_and_change_nothing() {
     );
     assert_all_running(&mut instances);
     stop_all(&mut instances);
-    let outcome = drain_and_check(&target, &instances, &published, &replayed);
+    let outcome = drain_and_check(target, &instances, &published, replayed);
     let settled: usize = instances
         .iter()
         .map(|i| i.stderr_text().matches("LWT outcome unknown").count())
@@ -378,8 +355,8 @@ fn lost_lwt_responses_are_settled_and_change_nothing() {
         &outcome,
         "lost-responses test",
         seed,
-        tmp,
-        &target,
-        &replayed,
+        setup.tmp,
+        target,
+        replayed,
     );
 }

@@ -8,17 +8,7 @@ use super::cli::{
     json, run_with, sigterm_and_expect_clean_exit, spawn_run, wait_for_status,
     wait_for_status_within,
 };
-pub use super::support::{emulator, project};
-
-/// Held by each test that drives the Pub/Sub server, so that they run one
-/// at a time and their publishing and pulling do not slow each other down.
-/// (It does not make the SIGTERM test below deterministic: its resumed run
-/// stops after 3 s idle, and messages its first run had in flight come
-/// back only when their lease expires, so under load it can miss a few.)
-pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERVER.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use super::support::{emulator, one_at_a_time, project};
 
 #[test]
 fn sigterm_in_the_middle_of_a_pubsub_run_loses_nothing() {

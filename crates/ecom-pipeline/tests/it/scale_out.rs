@@ -26,10 +26,9 @@
 use std::time::{Duration, Instant};
 
 use super::harness::{
-    Instance, Producing, Target, Traffic, conclude, drain_and_check, seed_from_env, wait_exit,
+    Instance, Producing, Setup, Traffic, conclude, drain_and_check, seed_from_env, wait_exit,
     wait_running,
 };
-use super::pubsub::{emulator, one_at_a_time, project};
 
 fn wait_ingesting(inst: &Instance) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -46,25 +45,13 @@ fn wait_ingesting(inst: &Instance) {
 
 #[test]
 fn instances_join_and_leave_a_running_fleet_and_the_store_is_exact() {
-    if emulator().is_none() {
-        return;
-    }
-    let Some(contact) = ecom_cassandra::testing::contact_points() else {
+    let Some(setup) = Setup::start("scale") else {
         return;
     };
-    let _server = one_at_a_time();
+    let (target, replayed) = (&setup.target, &setup.replayed);
     let seed = seed_from_env("ECOM_SCALE_SEED");
     eprintln!("scale-out-test: seed {seed} (ECOM_SCALE_SEED={seed} reruns it)");
-    let keyspace = ecom_cassandra::testing::unique_keyspace();
-    let replayed = ecom_cassandra::testing::unique_keyspace();
-    let target = Target::new(
-        format!("scale-{}", project()),
-        contact[0].clone(),
-        keyspace.clone(),
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    target.setup_all(&[&keyspace, &replayed]);
-    let mut instances: Vec<Instance> = (0..3).map(|i| Instance::new(tmp.path(), i)).collect();
+    let mut instances: Vec<Instance> = (0..3).map(|i| Instance::new(setup.tmp.path(), i)).collect();
     // The first instance's projector is slowed (2 s per batch, a test
     // build's failpoint action) so that it surely has a tail to project
     // when it is retired.
@@ -152,7 +139,7 @@ fn instances_join_and_leave_a_running_fleet_and_the_store_is_exact() {
         super::cli::sigterm_and_expect_clean_exit(child);
     }
     let per_instance: Vec<u64> = instances.iter().map(Instance::log_entries).collect();
-    let outcome = drain_and_check(&target, &instances, &published, &replayed);
+    let outcome = drain_and_check(target, &instances, &published, replayed);
     println!(
         "scale-out-test: instances=3 joined=1 retired=1 published={} log_entries={per_instance:?} \
          retired_lag_at_stop={lag_at_stop} (attempt {attempts}) {}",
@@ -163,5 +150,12 @@ fn instances_join_and_leave_a_running_fleet_and_the_store_is_exact() {
         per_instance.iter().all(|&n| n > 0),
         "every instance took part: {per_instance:?}"
     );
-    conclude(&outcome, "scale-out test", seed, tmp, &target, &replayed);
+    conclude(
+        &outcome,
+        "scale-out test",
+        seed,
+        setup.tmp,
+        target,
+        replayed,
+    );
 }

@@ -105,3 +105,13 @@ pub fn project() -> String {
         N.fetch_add(1, Ordering::SeqCst)
     )
 }
+
+/// Held by each test that drives the Pub/Sub server, so that they run one
+/// at a time and their publishing and pulling do not slow each other down.
+/// (It does not make the SIGTERM test of `pubsub.rs` deterministic: its resumed run
+/// stops after 3 s idle, and messages its first run had in flight come
+/// back only when their lease expires, so under load it can miss a few.)
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERVER.lock().unwrap_or_else(|e| e.into_inner())
+}
