@@ -67,10 +67,8 @@ fn a_full_log_disk_stops_the_pipeline_with_a_message_and_a_restart_with_space_is
     );
 
     // The log on the small disk, everything else (stderr) beside it.
-    let mut inst = Instance {
-        log_dir: disk.path().join("log"),
-        ..Instance::new(tmp, 0)
-    };
+    let mut inst = Instance::new(tmp, 0);
+    inst.log_dir = disk.path().join("log");
     inst.child = Some(target.spawn(&inst, &[]));
     let started = Instant::now();
     let producing = Producing::start(

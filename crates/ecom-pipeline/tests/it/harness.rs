@@ -150,6 +150,17 @@ impl Setup {
     }
 }
 
+/// A test that fails half-way must not leave its pipelines running (they
+/// would go on pulling and writing long after the test binary exited).
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// What every `ecom-pipeline` invocation of one run shares.
 pub struct Target {
     pub project: String,
