@@ -9,9 +9,13 @@
 //! SIGTERM (it stops pulling, makes its in-flight batch durable, acks it,
 //! and stops at a checkpoint, possibly with a projection lag), then `run
 //! --source none --stop-after-idle 1s` on its log, which projects the
-//! acknowledged tail and exits with lag 0. Its projector is slowed (a
-//! failpoint's `sleep`, 2 s per batch) and the stop is retried until it
-//! leaves such a tail, or the retirement would not be tested. It is not
+//! acknowledged tail and exits with lag 0. Its projector is slowed to one
+//! entry per 2 s (`--projector-batch 1` and a failpoint's `sleep`) and it
+//! is stopped only once its status shows a lag of at least
+//! [`LAG_BEFORE_RETIRING`] entries, far more than it can project while it
+//! stops, so the stop surely leaves a tail to retire. (An earlier version
+//! slowed whole batches and retried the stop until one left a tail; on a
+//! loaded CI machine five stops in a row left none.) It is not
 //! started again; the other two carry the traffic to the end. The check is
 //! the crash test's ([`super::harness::drain_and_check`]), over all three
 //! logs, the retired one included: anything it acknowledged but did not
@@ -43,6 +47,20 @@ fn wait_ingesting(inst: &Instance) {
     }
 }
 
+/// The lag instance 0 must show before it is stopped. Its projector takes
+/// one entry per 2 s and stops after the step it is in when ingest has
+/// settled, which takes a second or two: a lag of 20 leaves a tail unless
+/// stopping took over half a minute.
+const LAG_BEFORE_RETIRING: u64 = 20;
+
+/// Instance 0's projector: one entry per batch, each held 2 s before its
+/// checkpoint (a test build's failpoint action).
+const SLOWED_PROJECTOR: [&str; 2] = ["--projector-batch", "1"];
+const SLOWED_FAILPOINT: [(&str, &str); 1] = [(
+    "ECOM_FAILPOINTS",
+    "projector::after_flush_before_checkpoint=sleep(2000)",
+)];
+
 #[test]
 fn instances_join_and_leave_a_running_fleet_and_the_store_is_exact() {
     let Some(setup) = Setup::start("scale") else {
@@ -52,16 +70,12 @@ fn instances_join_and_leave_a_running_fleet_and_the_store_is_exact() {
     let seed = seed_from_env("ECOM_SCALE_SEED");
     eprintln!("scale-out-test: seed {seed} (ECOM_SCALE_SEED={seed} reruns it)");
     let mut instances: Vec<Instance> = (0..3).map(|i| Instance::new(setup.tmp.path(), i)).collect();
-    // The first instance's projector is slowed (2 s per batch, a test
-    // build's failpoint action) so that it surely has a tail to project
-    // when it is retired.
+    // The first instance's projector is slowed so that it surely has a
+    // tail to project when it is retired.
     instances[0].child = Some(target.spawn_with_env(
         &instances[0],
-        &[],
-        &[(
-            "ECOM_FAILPOINTS",
-            "projector::after_flush_before_checkpoint=sleep(2000)",
-        )],
+        &SLOWED_PROJECTOR,
+        &SLOWED_FAILPOINT,
     ));
     instances[1].child = Some(target.spawn(&instances[1], &[]));
     let producing = Producing::start(
@@ -80,36 +94,27 @@ fn instances_join_and_leave_a_running_fleet_and_the_store_is_exact() {
     wait_ingesting(&instances[2]);
     std::thread::sleep(Duration::from_secs(3));
 
-    // Retire the first: stop it, then project its acknowledged tail. The
-    // stop must leave a tail, or the retirement is not tested: stop it when
-    // its status shows a lag, and if it still stopped with none (its
-    // projector finished that batch first), start it again and retry.
-    let slowed = [(
-        "ECOM_FAILPOINTS",
-        "projector::after_flush_before_checkpoint=sleep(2000)",
-    )];
-    let mut attempts = 0;
-    let lag_at_stop = loop {
-        attempts += 1;
-        let retired = &mut instances[0];
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while retired.lag() == 0 {
-            assert!(Instant::now() < deadline, "instance 0 never lagged in 60 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let child = retired.child.take().expect("instance 0 runs");
-        wait_running(retired, child.id());
-        super::cli::sigterm_and_expect_clean_exit(child);
-        let lag = retired.lag();
-        if lag > 0 {
-            break lag;
-        }
+    // Retire the first: stop it once it lags far behind, then project its
+    // acknowledged tail.
+    let retired = &mut instances[0];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while retired.lag() < LAG_BEFORE_RETIRING {
         assert!(
-            attempts < 5,
-            "instance 0 stopped with nothing unprojected 5 times: this run proves nothing about retiring"
+            Instant::now() < deadline,
+            "instance 0 never lagged {LAG_BEFORE_RETIRING} entries in 90 s (lag {}, log {} entries)",
+            retired.lag(),
+            retired.log_entries()
         );
-        retired.child = Some(target.spawn_with_env(retired, &[], &slowed));
-    };
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let child = retired.child.take().expect("instance 0 runs");
+    wait_running(retired, child.id());
+    super::cli::sigterm_and_expect_clean_exit(child);
+    let lag_at_stop = retired.lag();
+    assert!(
+        lag_at_stop > 0,
+        "instance 0 stopped with nothing unprojected: this run proves nothing about retiring"
+    );
     let retired = &mut instances[0];
     let log_dir = retired.log_dir.display().to_string();
     let mut tail = super::cli::bin()
@@ -142,7 +147,7 @@ fn instances_join_and_leave_a_running_fleet_and_the_store_is_exact() {
     let outcome = drain_and_check(target, &instances, &published, replayed);
     println!(
         "scale-out-test: instances=3 joined=1 retired=1 published={} log_entries={per_instance:?} \
-         retired_lag_at_stop={lag_at_stop} (attempt {attempts}) {}",
+         retired_lag_at_stop={lag_at_stop} {}",
         published.len(),
         outcome.counts()
     );
