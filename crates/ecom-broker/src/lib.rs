@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ecom_core::workload::Rng;
+use ecom_core::{Acker, Delivery};
 use ecom_core::{RawMessage, Topic};
-use ecom_ingest::{Acker, Delivery};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -16,6 +16,7 @@ pub mod failpoint;
 mod fixtures;
 pub mod model;
 pub mod rule;
+pub mod source;
 pub mod state;
 pub mod workload;
 
@@ -26,6 +27,7 @@ pub use event::{
 };
 pub use model::{FinalState, Model};
 pub use rule::{Decision, decide};
+pub use source::{Acker, Delivery, Notification};
 pub use state::{
     ApplyStats, OrderState, ParkedPayment, PendingView, Plan, Rank, StoredState, ViewWrite,
     pending_writes, plan, touch_ts, view_ts,

@@ -42,17 +42,8 @@ pub enum IngestError {
     LogStopped(LogError),
 }
 
-/// How a source settles one message. Called at most once.
-pub trait Acker: Send + 'static {
-    fn ack(self: Box<Self>);
-    fn nack(self: Box<Self>);
-}
-
-/// A message as a source hands it over, with the means to settle it.
-pub struct Delivery {
-    pub message: RawMessage,
-    pub acker: Box<dyn Acker>,
-}
+/// Defined in `ecom-core`, so that sources need not depend on ingest.
+pub use ecom_core::{Acker, Delivery};
 
 #[derive(Debug, Clone)]
 pub struct IngestOptions {

@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ecom_core::{ApplyStats, Entry, Event, PaymentVersion, StoredState, ViewWrite, plan, touch_ts};
+use ecom_core::{ApplyStats, Event, StoredState, ViewWrite, plan, touch_ts};
 use ecom_store::{Cas, FactStore, Result, StoreError, now_ms};
 use tokio::sync::mpsc;
 
@@ -35,15 +35,9 @@ use tokio::sync::mpsc;
 /// beyond what contention between a few instances produces.
 const MAX_REJECTIONS: u32 = 10_000;
 
-/// What the projector reports to side channels (Pub/Sub's `dlq_payments_data`
-/// and `duplicate_orders` topics).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Notification {
-    /// A payment was parked for the first time (its order is missing).
-    Parked(PaymentVersion),
-    /// A losing version was recorded in `duplicate_orders`.
-    Conflict(Entry),
-}
+/// Defined in `ecom-core`, so that the sources that publish these need not
+/// depend on the projector.
+pub use ecom_core::Notification;
 
 /// State rows remembered per applier, at most; the cache is emptied when
 /// full. It only saves reads: every use is validated by a conditional write.

@@ -4,7 +4,7 @@
 //! - [`setup`]: creates the topics and subscriptions (idempotent).
 //! - [`produce`]: publishes seeded orders/payments shaped like today's producers.
 //! - [`run_source`]: streaming pull on both subscriptions into ingest's channel;
-//!   each [`ecom_ingest::Delivery`] carries an acker that settles the Pub/Sub
+//!   each [`ecom_core::Delivery`] carries an acker that settles the Pub/Sub
 //!   message, so the message is acknowledged only after ingest appended it.
 //! - [`run_notifier`]: publishes parked payments to `dlq_payments_data` and
 //!   losing versions to `duplicate_orders`.

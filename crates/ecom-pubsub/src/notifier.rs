@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
+use ecom_core::Notification;
 use ecom_core::{Entry, Provenance};
-use ecom_projector::Notification;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use google_cloud_pubsub::model::Message;

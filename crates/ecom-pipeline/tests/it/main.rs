@@ -3,6 +3,7 @@
 mod bad_input;
 mod cli;
 mod crash;
+mod crate_edges;
 mod deploy;
 mod fault_proxy;
 mod full_disk;

@@ -72,11 +72,8 @@ fn instances_join_and_leave_a_running_fleet_and_the_store_is_exact() {
     let mut instances: Vec<Instance> = (0..3).map(|i| Instance::new(setup.tmp.path(), i)).collect();
     // The first instance's projector is slowed so that it surely has a
     // tail to project when it is retired.
-    instances[0].child = Some(target.spawn_with_env(
-        &instances[0],
-        &SLOWED_PROJECTOR,
-        &SLOWED_FAILPOINT,
-    ));
+    instances[0].child =
+        Some(target.spawn_with_env(&instances[0], &SLOWED_PROJECTOR, &SLOWED_FAILPOINT));
     instances[1].child = Some(target.spawn(&instances[1], &[]));
     let producing = Producing::start(
         target.producer_config(),

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
+use ecom_core::Notification;
 use ecom_core::workload::{Rng, random_order, random_payment};
 use ecom_core::{Content, Entry, Provenance, Versioned};
-use ecom_projector::Notification;
 use ecom_pubsub::{ProduceKind, ProduceSpec, produce, run_notifier, setup};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
