@@ -1,10 +1,17 @@
 //! Connection settings for [`CassandraStore`](crate::CassandraStore).
+//!
+//! [`CassandraConfig`] is the one definition of these settings: the binary
+//! deserializes it straight from its layered configuration (the TOML file's
+//! `[cassandra]` table, the environment, flags), so a setting added here is
+//! settable everywhere, and nothing copies it field by field.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use scylla::statement::{Consistency, SerialConsistency};
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
 
 use crate::CassandraError;
 
@@ -13,16 +20,20 @@ pub const DEFAULT_KEYSPACE: &str = "ecom_store";
 
 /// How to reach Cassandra and how to talk to it.
 ///
-/// `Debug` never prints the password.
-#[derive(Clone)]
+/// `Debug` never prints the password, and the password's type
+/// ([`SecretString`]) has no `Display` and a redacting `Debug`.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CassandraConfig {
     /// `host:port` of one or more nodes; the driver discovers the rest.
+    /// Deserialized from a list or a comma-separated string.
+    #[serde(deserialize_with = "contact_points")]
     pub contact_points: Vec<String>,
     /// Keyspace holding the three tables. Must match `^[a-z][a-z0-9_]{0,47}$`.
     pub keyspace: String,
     /// Set both `username` and `password` for PasswordAuthenticator.
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
     /// Encrypt connections (needs the `tls` cargo feature, on by default).
     pub tls: bool,
     /// PEM file with the CA certificate(s) that signed the nodes' certificates.
@@ -30,6 +41,7 @@ pub struct CassandraConfig {
     /// against the node's IP address, so the certificates need IP SANs.
     pub tls_ca_file: Option<PathBuf>,
     /// Consistency of writes (including the commit phase of LWTs) and scans.
+    #[serde(deserialize_with = "consistency")]
     pub consistency: Consistency,
     /// Consistency of the Paxos phase of LWTs, and of the single-key reads
     /// the projector uses between them (`read_fact`, `read_audit`,
@@ -42,13 +54,47 @@ pub struct CassandraConfig {
     /// (exactly-once, the conflict rule) no longer hold. See
     /// [`topology`](crate::topology), which `setup cassandra` and `status`
     /// use to warn about a multi-datacenter keyspace at `LocalSerial`.
+    #[serde(deserialize_with = "serial_consistency")]
     pub serial_consistency: SerialConsistency,
     /// Upper bound on concurrent requests from this store.
     pub max_in_flight: usize,
     /// Client-side timeout of one request. Keep it above the server's
     /// `write_request_timeout` + `cas_contention_timeout` so that the server
     /// reports a timeout first.
+    #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+}
+
+fn contact_points<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Points {
+        Joined(String),
+        List(Vec<String>),
+    }
+    let points: Vec<String> = match Points::deserialize(d)? {
+        Points::Joined(s) => s.split(',').map(str::to_owned).collect(),
+        Points::List(v) => v,
+    };
+    let points: Vec<String> = points
+        .iter()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if points.is_empty() {
+        return Err(serde::de::Error::custom(
+            "no contact point: give host:port of at least one node",
+        ));
+    }
+    Ok(points)
+}
+
+fn consistency<'de, D: Deserializer<'de>>(d: D) -> Result<Consistency, D::Error> {
+    parse_consistency(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn serial_consistency<'de, D: Deserializer<'de>>(d: D) -> Result<SerialConsistency, D::Error> {
+    parse_serial_consistency(&String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 impl Default for CassandraConfig {

@@ -46,7 +46,7 @@ pub(crate) async fn open_session(cfg: &CassandraConfig) -> Result<Session, Cassa
         .connection_timeout(Duration::from_secs(5))
         .keyspaces_to_fetch([cfg.keyspace.clone()]);
     if let (Some(user), Some(password)) = (&cfg.username, &cfg.password) {
-        builder = builder.user(user, password);
+        builder = builder.user(user, secrecy::ExposeSecret::expose_secret(password));
     }
     if cfg.tls {
         builder = builder.tls_context(Some(crate::tls::context(cfg)?));

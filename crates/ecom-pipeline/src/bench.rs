@@ -10,7 +10,6 @@ use ecom_bench::{BenchOptions, Stage};
 
 use crate::commands::cassandra_config;
 use crate::config::Config;
-use crate::pubsub::PubSubArgs;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -44,11 +43,7 @@ pub struct BenchArgs {
     pub work_dir: Option<PathBuf>,
 }
 
-pub async fn bench(
-    cfg: &Config,
-    args: &BenchArgs,
-    pubsub: &PubSubArgs,
-) -> anyhow::Result<ExitCode> {
+pub async fn bench(cfg: &Config, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let stages = if args.stages.is_empty() {
         Stage::ALL.to_vec()
     } else {
@@ -56,9 +51,11 @@ pub async fn bench(
     };
     // Every measurement makes its own project; the id given (if any) is
     // only a placeholder.
-    let mut pubsub = pubsub.clone();
-    pubsub.project.get_or_insert_with(|| "ecom-bench".into());
-    let pubsub = pubsub.config()?;
+    let mut pubsub = cfg.pubsub.clone();
+    if pubsub.project.trim().is_empty() {
+        pubsub.project = "ecom-bench".into();
+    }
+    pubsub.validate()?;
     let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("cannot create the scratch directory {}", work_dir.display()))?;

@@ -47,32 +47,7 @@ pub fn open_embedded(cfg: &Config) -> anyhow::Result<SledStore> {
 
 /// The Cassandra driver configuration from the resolved settings.
 pub fn cassandra_config(cfg: &Config) -> anyhow::Result<CassandraConfig> {
-    let c = &cfg.cassandra;
-    let mut out = CassandraConfig::default();
-    if let Some(points) = &c.contact_points {
-        out.contact_points = points
-            .split(',')
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .collect();
-    }
-    if let Some(ks) = &c.keyspace {
-        out.keyspace = ks.clone();
-    }
-    out.username = c.username.clone();
-    out.password = c.password.clone();
-    if let Some(level) = &c.consistency {
-        out.consistency = ecom_cassandra::parse_consistency(level)?;
-    }
-    if let Some(level) = &c.serial_consistency {
-        out.serial_consistency = ecom_cassandra::parse_serial_consistency(level)?;
-    }
-    if let Some(n) = c.max_in_flight {
-        out.max_in_flight = n;
-    }
-    out.tls = c.tls.unwrap_or(false);
-    out.tls_ca_file = c.tls_ca_file.clone();
-    Ok(out)
+    Ok(cfg.cassandra.clone())
 }
 
 pub async fn open_cassandra(cfg: &Config) -> anyhow::Result<CassandraStore> {
@@ -89,13 +64,9 @@ pub enum SetupCommand {
     Pubsub,
 }
 
-pub async fn setup(
-    cfg: &Config,
-    cmd: SetupCommand,
-    pubsub: &crate::pubsub::PubSubArgs,
-) -> anyhow::Result<ExitCode> {
+pub async fn setup(cfg: &Config, cmd: SetupCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        SetupCommand::Pubsub => return crate::pubsub::setup(pubsub).await,
+        SetupCommand::Pubsub => return crate::pubsub::setup(cfg).await,
         SetupCommand::Cassandra => {
             let c = cassandra_config(cfg)?;
             ecom_cassandra::apply_schema(&c, ecom_cassandra::SCHEMA_CQL).await?;

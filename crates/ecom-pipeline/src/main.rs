@@ -11,7 +11,7 @@ mod pubsub;
 mod run;
 mod telemetry;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{Config, GlobalArgs};
 
@@ -19,7 +19,12 @@ use crate::config::{Config, GlobalArgs};
 /// the embedded broker) through a durable sled log into a fact store
 /// (embedded sled, or Cassandra).
 #[derive(Debug, Parser)]
-#[command(name = "ecom-pipeline", version, about)]
+#[command(
+    name = "ecom-pipeline",
+    version,
+    about,
+    after_help = "Every setting flag also has an environment variable and a key in the --config file (defaults < file < environment < flags): see the README's configuration table."
+)]
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -88,8 +93,19 @@ fn init_tracing(format: config::LogFormat) {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_tracing(cli.global.log_format);
+    let cfg = match Config::from_cli(&cli.global, &matches) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -100,7 +116,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match rt.block_on(dispatch(cli)) {
+    match rt.block_on(dispatch(cli, cfg)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -153,20 +169,19 @@ fn arm_failpoints() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+async fn dispatch(cli: Cli, cfg: Config) -> anyhow::Result<std::process::ExitCode> {
     arm_failpoints()?;
-    let cfg = Config::resolve(&cli.global)?;
     match cli.command {
         Command::Demo(args) => commands::demo(&cfg, &args).await,
-        Command::Run(args) => run::run(&cfg, &args, &cli.pubsub).await,
+        Command::Run(args) => run::run(&cfg, &args).await,
         Command::Replay(args) => commands::replay(&cfg, &args).await,
         Command::Verify(args) => commands::verify(&cfg, &args).await,
         Command::Dlq { command } => commands::dlq(&cfg, command).await,
         Command::Rejected { command } => commands::rejected(&cfg, command).await,
         Command::Log { command } => commands::log(&cfg, command).await,
         Command::Status(args) => commands::status(&cfg, &args).await,
-        Command::Setup { command } => commands::setup(&cfg, command, &cli.pubsub).await,
-        Command::Produce { command } => pubsub::produce(&cli.pubsub, command).await,
-        Command::Bench(args) => bench::bench(&cfg, &args, &cli.pubsub).await,
+        Command::Setup { command } => commands::setup(&cfg, command).await,
+        Command::Produce { command } => pubsub::produce(&cfg, command).await,
+        Command::Bench(args) => bench::bench(&cfg, &args).await,
     }
 }

@@ -3,21 +3,24 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use ecom_pubsub::{ProduceKind, ProduceSpec, PubSubConfig};
 
-/// Where Pub/Sub is and how subscriptions behave. Real GCP with Application
-/// Default Credentials by default; `PUBSUB_EMULATOR_HOST` switches to a local
+use crate::config::Config;
+
+/// The Pub/Sub settings' flags. Their environment variables, file keys
+/// and defaults are in [`crate::config::SETTINGS`]; the resolved values in
+/// [`crate::config::Config::pubsub`]. Real GCP with Application Default
+/// Credentials by default; `PUBSUB_EMULATOR_HOST` switches to a local
 /// emulator (plaintext, anonymous credentials).
 #[derive(Debug, Clone, Args)]
 pub struct PubSubArgs {
     /// Google Cloud project id.
-    #[arg(long, global = true, env = "GOOGLE_CLOUD_PROJECT")]
+    #[arg(long, global = true)]
     pub project: Option<String>,
     /// Subscription ack deadline set by `setup pubsub` (10s..600s).
-    #[arg(long, global = true, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub pubsub_ack_deadline: Duration,
+    #[arg(long, global = true, value_parser = humantime::parse_duration)]
+    pub pubsub_ack_deadline: Option<Duration>,
     /// `setup pubsub`: enable exactly-once delivery on the subscriptions.
     #[arg(long, global = true)]
     pub pubsub_exactly_once: bool,
@@ -28,36 +31,35 @@ pub struct PubSubArgs {
     #[arg(long, global = true)]
     pub pubsub_dead_letter_attempts: Option<i32>,
     /// Flow control: most unacknowledged messages held by this consumer.
-    #[arg(long, global = true, default_value_t = 5000)]
-    pub pubsub_max_outstanding_messages: usize,
+    #[arg(long, global = true)]
+    pub pubsub_max_outstanding_messages: Option<usize>,
     /// Flow control: most unacknowledged bytes held by this consumer.
-    #[arg(long, global = true, default_value_t = 100 << 20)]
-    pub pubsub_max_outstanding_bytes: usize,
+    #[arg(long, global = true)]
+    pub pubsub_max_outstanding_bytes: Option<usize>,
     /// How far the client extends a message's lease at a time (the crate's
     /// default is short; a batch waiting for its fsync must not expire).
-    #[arg(long, global = true, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub pubsub_max_lease_extension: Duration,
+    #[arg(long, global = true, value_parser = humantime::parse_duration)]
+    pub pubsub_max_lease_extension: Option<Duration>,
+    /// How long the client keeps extending an unsettled message's lease.
+    #[arg(long, global = true, value_parser = humantime::parse_duration)]
+    pub pubsub_max_lease: Option<Duration>,
+    /// How long a publish is retried before it counts as failed.
+    #[arg(long, global = true, value_parser = humantime::parse_duration)]
+    pub pubsub_publish_timeout: Option<Duration>,
+    /// On shutdown: how long to wait for deliveries handed to ingest to be
+    /// settled (unsettled ones are redelivered after their lease expires).
+    #[arg(long, global = true, value_parser = humantime::parse_duration)]
+    pub pubsub_shutdown_timeout: Option<Duration>,
 }
 
-impl PubSubArgs {
-    pub fn config(&self) -> anyhow::Result<PubSubConfig> {
-        let project = self.project.clone().context(
-            "no Google Cloud project: pass --project or set GOOGLE_CLOUD_PROJECT (any id works with the emulator)",
-        )?;
-        let mut cfg = PubSubConfig::new(project);
-        cfg.ack_deadline = self.pubsub_ack_deadline;
-        cfg.exactly_once = self.pubsub_exactly_once;
-        cfg.message_ordering = self.pubsub_ordering;
-        cfg.dead_letter_max_attempts = self.pubsub_dead_letter_attempts;
-        cfg.max_outstanding_messages = self.pubsub_max_outstanding_messages;
-        cfg.max_outstanding_bytes = self.pubsub_max_outstanding_bytes;
-        cfg.max_lease_extension = self.pubsub_max_lease_extension;
-        Ok(cfg)
-    }
+/// The resolved Pub/Sub settings, checked: an error says what to set.
+pub fn config(cfg: &Config) -> anyhow::Result<PubSubConfig> {
+    cfg.pubsub.validate()?;
+    Ok(cfg.pubsub.clone())
 }
 
-pub async fn setup(args: &PubSubArgs) -> anyhow::Result<ExitCode> {
-    let cfg = args.config()?;
+pub async fn setup(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let cfg = config(cfg)?;
     let report = ecom_pubsub::setup(&cfg).await?;
     println!("{report}");
     Ok(ExitCode::SUCCESS)
@@ -103,8 +105,8 @@ pub struct ProduceArgs {
     pub json: bool,
 }
 
-pub async fn produce(args: &PubSubArgs, cmd: ProduceCommand) -> anyhow::Result<ExitCode> {
-    let cfg = args.config()?;
+pub async fn produce(cfg: &Config, cmd: ProduceCommand) -> anyhow::Result<ExitCode> {
+    let cfg = config(cfg)?;
     let (kind, a) = match cmd {
         ProduceCommand::Orders(a) => (ProduceKind::Orders, a),
         ProduceCommand::Payments(a) => (ProduceKind::Payments, a),

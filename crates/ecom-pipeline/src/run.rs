@@ -31,7 +31,6 @@ use crate::commands::{
 };
 use crate::config::{Config, StoreKind};
 use crate::instance::Instance;
-use crate::pubsub::PubSubArgs;
 use crate::telemetry;
 use ecom_pubsub::PubSubConfig;
 
@@ -68,16 +67,11 @@ pub struct RunArgs {
     /// and recorded conflicts to duplicate_orders.
     #[arg(long)]
     pub no_notifications: bool,
-    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` here while
-    /// running (port 0 picks a free one, written to the status file as
-    /// `metrics_addr`); `off` disables the endpoint.
-    #[arg(long, env = "ECOM_METRICS_ADDR", default_value = "127.0.0.1:9464")]
-    pub metrics_addr: String,
 }
 
-pub async fn run(cfg: &Config, args: &RunArgs, pubsub: &PubSubArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(cfg: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let pubsub = match args.source {
-        SourceKind::Pubsub => Some(pubsub.config()?),
+        SourceKind::Pubsub => Some(crate::pubsub::config(cfg)?),
         SourceKind::Embedded | SourceKind::None => None,
     };
     // The log first: its lock names the pid of a pipeline already running.
@@ -174,7 +168,7 @@ async fn run_with<S: FactStore>(
     let started = std::time::Instant::now();
     let status_path = cfg.log_dir.join("status.json");
     let store_counts = spawn_store_counts(store.clone(), cancel.clone());
-    let metrics_addr = match telemetry::parse_metrics_addr(&args.metrics_addr)? {
+    let metrics_addr = match telemetry::parse_metrics_addr(&cfg.metrics_addr)? {
         None => None,
         Some(addr) => {
             let handle = telemetry::install()?;

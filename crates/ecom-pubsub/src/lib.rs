@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use google_cloud_auth::credentials::Credentials;
 use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
+use serde::Deserialize;
 
 pub use error::PubSubError;
 pub use notifier::{NotifierStats, notification_message, run_notifier};
@@ -60,14 +61,23 @@ pub const DLQ_TOPIC: &str = "dlq_payments_data";
 pub const CONFLICT_TOPIC: &str = "duplicate_orders";
 
 /// Connection and tuning of every Pub/Sub client in this crate.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The one definition of these settings: the binary deserializes it from its
+/// layered configuration (the TOML file's `[pubsub]` table, the
+/// environment, flags); missing keys take the defaults of [`Self::new`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PubSubConfig {
     /// Google Cloud project id (from `--project` or `GOOGLE_CLOUD_PROJECT`).
+    /// Empty means not configured: [`Self::check`] says so.
     pub project: String,
     /// `PUBSUB_EMULATOR_HOST`: `Some` means plaintext HTTP to this address with
-    /// anonymous credentials.
+    /// anonymous credentials. Only from the environment (the client
+    /// libraries' convention), never from a file.
+    #[serde(skip)]
     pub emulator_host: Option<String>,
     /// Subscription ack deadline set by [`setup`] (10..=600 s). Default 60 s.
+    #[serde(with = "humantime_serde")]
     pub ack_deadline: Duration,
     /// [`setup`]: enable exactly-once delivery on new subscriptions. Default off.
     pub exactly_once: bool,
@@ -83,16 +93,27 @@ pub struct PubSubConfig {
     pub max_outstanding_bytes: usize,
     /// The stream ack deadline the client asks for and extends leases by
     /// (clamped to 10..=600 s by the client). Default 60 s.
+    #[serde(with = "humantime_serde")]
     pub max_lease_extension: Duration,
     /// How long the client keeps extending an unsettled message's lease.
     /// Default 1 h.
+    #[serde(with = "humantime_serde")]
     pub max_lease: Duration,
     /// How long a publish is retried before it counts as failed. Default 30 s.
+    #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
     /// [`run_source`], on cancel: how long to wait for deliveries already
     /// handed to ingest to be settled before returning. Unsettled ones are
     /// redelivered after their lease expires. Default 30 s.
+    #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+}
+
+impl Default for PubSubConfig {
+    /// [`Self::new`] with no project.
+    fn default() -> Self {
+        PubSubConfig::new("")
+    }
 }
 
 impl PubSubConfig {
@@ -145,10 +166,11 @@ impl PubSubConfig {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), PubSubError> {
+    /// Whether these settings are usable; the error says what to change.
+    pub fn validate(&self) -> Result<(), PubSubError> {
         let bad = |m: String| Err(PubSubError::InvalidConfig(m));
         if self.project.trim().is_empty() {
-            return bad("the project is empty: pass --project or set GOOGLE_CLOUD_PROJECT".into());
+            return bad("no Google Cloud project: pass --project, set GOOGLE_CLOUD_PROJECT or the file's [pubsub] project (any id works with the emulator)".into());
         }
         let ack = self.ack_deadline.as_secs();
         if !(10..=600).contains(&ack) {
