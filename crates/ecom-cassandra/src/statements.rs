@@ -242,7 +242,7 @@ impl Statements {
             count_parked: p(
                 "count_parked",
                 Mode::Read,
-                format!("SELECT order_id FROM {parked}"),
+                format!("SELECT order_id, parked_at FROM {parked}"),
             )
             .await?,
             any: each_table(&tables, |t| {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ecom_core::{Entry, FactRow, Fingerprint, Kind, OrderState, StoredState, ViewWrite};
-use ecom_store::{Cas, FactStore, Parked, Result, StoreCounts, StoreError};
+use ecom_store::{Cas, FactStore, Parked, ParkedSummary, Result, StoreCounts, StoreError};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use scylla::client::session::Session;
@@ -17,6 +17,7 @@ use scylla::errors::{ExecutionError, MaybeFirstRowError};
 use scylla::response::query_result::{QueryResult, QueryRowsResult};
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
+use scylla::value::CqlTimestamp;
 use scylla::value::{CqlValue, Row};
 use tokio::sync::Semaphore;
 
@@ -513,7 +514,11 @@ impl FactStore for CassandraStore {
             .await?
             .len();
         let parked = self
-            .scan("counts", &st.count_parked, |_: (i64,)| Ok(()))
+            .scan(
+                "counts",
+                &st.count_parked,
+                |_: (i64, Option<CqlTimestamp>)| Ok(()),
+            )
             .await?
             .len();
         Ok(StoreCounts {
@@ -521,6 +526,21 @@ impl FactStore for CassandraStore {
             payments_joined: facts.iter().filter(|p| **p).count() as u64,
             audit: audit as u64,
             parked: parked as u64,
+        })
+    }
+
+    /// A paged scan of `dlq_payments`' key and `parked_at` only.
+    async fn parked_summary(&self) -> Result<ParkedSummary> {
+        let parked_at: Vec<Option<i64>> = self
+            .scan(
+                "parked_summary",
+                &self.st().count_parked,
+                |(_, at): (i64, Option<CqlTimestamp>)| Ok(at.map(|t| t.0)),
+            )
+            .await?;
+        Ok(ParkedSummary {
+            parked: parked_at.len() as u64,
+            oldest_parked_at_ms: parked_at.into_iter().flatten().min(),
         })
     }
 

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -494,6 +495,13 @@ pub async fn log(cfg: &Config, cmd: LogCommand) -> anyhow::Result<ExitCode> {
 pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
+    /// Also count the store's rows (orders, joined payments, audited
+    /// duplicates). Reads every row of those tables: on Cassandra a full
+    /// scan, for one-off checks and not for monitoring (the running
+    /// pipeline's /metrics are the cheap figures). Without it, the store is
+    /// asked only for the parked payments.
+    #[arg(long)]
+    pub count_rows: bool,
 }
 
 /// What `status` reports, and what a running pipeline writes to
@@ -511,6 +519,9 @@ pub struct StatusReport {
     pub orders_in_store: Option<u64>,
     pub payments_joined: Option<u64>,
     pub parked_payments: Option<u64>,
+    /// When the longest-parked payment was parked (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_parked_at_ms: Option<i64>,
     pub duplicates_audited: Option<u64>,
     pub projector: Option<serde_json::Value>,
     pub ingest: Option<serde_json::Value>,
@@ -522,6 +533,13 @@ pub struct StatusReport {
     /// Configuration problems `status` found (not written by `run`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+impl StatusReport {
+    pub fn add_parked(&mut self, p: ecom_store::ParkedSummary) {
+        self.parked_payments = Some(p.parked);
+        self.oldest_parked_at_ms = p.oldest_parked_at_ms;
+    }
 }
 
 pub fn status_from_log(log: &Log) -> StatusReport {
@@ -557,8 +575,12 @@ pub async fn status(cfg: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode>
         Ok(log) => {
             let mut r = status_from_log(&log);
             drop(log);
-            with_store!(cfg, |store| add_store_counts(&mut r, store.as_ref())
-                .await?);
+            with_store!(cfg, |store| {
+                if args.count_rows {
+                    add_store_counts(&mut r, store.as_ref()).await?;
+                }
+                r.add_parked(store.parked_summary().await?);
+            });
             r
         }
         Err(LogError::Locked { pid, .. }) => {
@@ -595,10 +617,27 @@ pub async fn status(cfg: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode>
         println!("rejected:              {}", report.rejected);
         println!("duplicate message ids: {}", report.duplicates_message_id);
         let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("-".into());
-        println!("orders in store:       {}", opt(report.orders_in_store));
-        println!("payments joined:       {}", opt(report.payments_joined));
-        println!("parked payments:       {}", opt(report.parked_payments));
-        println!("audited duplicates:    {}", opt(report.duplicates_audited));
+        let rows = |v: Option<u64>| {
+            v.map(|v| v.to_string())
+                .unwrap_or("- (status --count-rows scans for it)".into())
+        };
+        println!("orders in store:       {}", rows(report.orders_in_store));
+        println!("payments joined:       {}", rows(report.payments_joined));
+        let oldest = report
+            .oldest_parked_at_ms
+            .map(|at| {
+                let waited = (ecom_store::now_ms() - at).max(0) as u64 / 1000;
+                format!(
+                    " (oldest waiting {})",
+                    humantime::format_duration(Duration::from_secs(waited))
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "parked payments:       {}{oldest}",
+            opt(report.parked_payments)
+        );
+        println!("audited duplicates:    {}", rows(report.duplicates_audited));
         if let Some(p) = &report.projector {
             println!("projector:             {p}");
         }

@@ -20,14 +20,13 @@ use clap::{Args, ValueEnum};
 use ecom_broker::{Broker, BrokerConfig, run_source};
 use ecom_core::workload::{Generator, WorkloadSpec};
 use ecom_projector::ProjectorOptions;
-use ecom_store::FactStore;
+use ecom_store::{FactStore, ParkedSummary};
 use tokio_util::sync::CancellationToken;
 
 use ecom_cassandra::LazyCassandraStore;
 
 use crate::commands::{
-    StatusReport, add_store_counts, cassandra_config, open_embedded, open_log,
-    projector_concurrency, status_from_log,
+    StatusReport, cassandra_config, open_embedded, open_log, projector_concurrency, status_from_log,
 };
 use crate::config::{Config, StoreKind};
 use crate::instance::Instance;
@@ -167,12 +166,12 @@ async fn run_with<S: FactStore>(
     let signals = tokio::spawn(watch_signals(install_signal_handlers(), cancel.clone()));
     let started = std::time::Instant::now();
     let status_path = cfg.log_dir.join("status.json");
-    let store_counts = spawn_store_counts(store.clone(), cancel.clone());
+    let parked = spawn_parked_gauge(store.clone(), cancel.clone());
     let metrics_addr = match telemetry::parse_metrics_addr(&cfg.metrics_addr)? {
         None => None,
         Some(addr) => {
             let handle = telemetry::install()?;
-            let live = live_snapshot(&instance, &store_counts);
+            let live = live_snapshot(&instance, &parked);
             Some(telemetry::serve(addr, handle, live, cancel.clone()).await?)
         }
     };
@@ -186,7 +185,7 @@ async fn run_with<S: FactStore>(
             cancel.cancel();
             break;
         }
-        let mut report = live_status(&instance, &store_counts);
+        let mut report = live_status(&instance, &parked);
         report.metrics_addr = metrics_addr.map(|a| a.to_string());
         if let Ok(text) = serde_json::to_string_pretty(&report) {
             // Write-then-rename so a reader never sees half a file.
@@ -234,7 +233,9 @@ async fn run_with<S: FactStore>(
     // source reports (it sees ingest's channel close), so it comes first.
     let log = stopped?;
     let mut report = status_from_log(&log);
-    add_store_counts(&mut report, store.as_ref()).await.ok();
+    if let Ok(p) = store.parked_summary().await {
+        report.add_parked(p);
+    }
     report.projector = serde_json::to_value(projector.status()).ok();
     report.ingest = serde_json::to_value(counters.snapshot()).ok();
     let _ = std::fs::write(&status_path, serde_json::to_string_pretty(&report)?);
@@ -259,41 +260,46 @@ async fn run_with<S: FactStore>(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The store's counts as last read, shared by the task that reads them and
-/// the status loop.
-type StoreCounts = Arc<std::sync::Mutex<Option<StatusReport>>>;
+/// The dead-letter table as last read, shared by the task that reads it
+/// and the status loop.
+type ParkedGauge = Arc<std::sync::Mutex<Option<ParkedSummary>>>;
 
-/// Reads the store's counts every 10 s in a task of its own. They are full
-/// scans on Cassandra, so not every second; and never in the status loop:
-/// with Cassandra down a scan waits for its timeouts, and the status file
-/// (which says the projector is paused) must go on being written meanwhile.
-fn spawn_store_counts<S: FactStore>(store: Arc<S>, cancel: CancellationToken) -> StoreCounts {
-    let counts: StoreCounts = Arc::default();
-    let shared = counts.clone();
+/// How often a running pipeline reads the dead-letter table.
+const PARKED_EVERY: Duration = Duration::from_secs(15);
+
+/// Reads the dead-letter table's summary every [`PARKED_EVERY`] in a task
+/// of its own. Only that table: the facts and the audit grow without bound,
+/// and scanning them every few seconds (as `run` once did) cost a full
+/// table read per instance per period; their figures are `status
+/// --count-rows`, on demand. Never in the status loop: with Cassandra down
+/// a read waits for its timeouts, and the status file (which says the
+/// projector is paused) must go on being written meanwhile.
+fn spawn_parked_gauge<S: FactStore>(store: Arc<S>, cancel: CancellationToken) -> ParkedGauge {
+    let gauge: ParkedGauge = Arc::default();
+    let shared = gauge.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut tick = tokio::time::interval(PARKED_EVERY);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = cancel.cancelled() => return,
             }
-            let mut r = StatusReport::default();
-            match add_store_counts(&mut r, store.as_ref()).await {
-                Ok(()) => *shared.lock().expect("store counts lock") = Some(r),
-                Err(e) => tracing::debug!(error = %e, "store counts unavailable for status"),
+            match store.parked_summary().await {
+                Ok(s) => *shared.lock().expect("parked gauge lock") = Some(s),
+                Err(e) => tracing::debug!(error = %e, "parked payments unavailable for status"),
             }
         }
     });
-    counts
+    gauge
 }
 
 /// What a scrape or probe reads: the figures the status file shows, from
 /// the same atomics.
-fn live_snapshot<S: FactStore>(instance: &Instance<S>, counts: &StoreCounts) -> telemetry::Live {
+fn live_snapshot<S: FactStore>(instance: &Instance<S>, parked: &ParkedGauge) -> telemetry::Live {
     let log = instance.log.clone();
     let projector = instance.projector.clone();
     let counters = instance.counters.clone();
-    let counts = counts.clone();
+    let parked = parked.clone();
     Arc::new(move || {
         let stats = log.stats();
         let projector = projector.status();
@@ -309,26 +315,19 @@ fn live_snapshot<S: FactStore>(instance: &Instance<S>, counts: &StoreCounts) -> 
             log: stats,
             oldest_unprojected_ms,
             log_bytes: telemetry::dir_bytes(log.dir()),
-            parked_payments: counts
-                .lock()
-                .expect("store counts lock")
-                .as_ref()
-                .and_then(|c| c.parked_payments),
+            parked: *parked.lock().expect("parked gauge lock"),
             not_ready: telemetry::not_ready(&projector.state),
             projector,
         }
     })
 }
 
-fn live_status<S: FactStore>(instance: &Instance<S>, counts: &StoreCounts) -> StatusReport {
+fn live_status<S: FactStore>(instance: &Instance<S>, parked: &ParkedGauge) -> StatusReport {
     let mut r = status_from_log(&instance.log);
     r.source = "running pipeline".into();
     r.running_pid = Some(std::process::id());
-    if let Some(prev) = counts.lock().expect("store counts lock").as_ref() {
-        r.orders_in_store = prev.orders_in_store;
-        r.payments_joined = prev.payments_joined;
-        r.parked_payments = prev.parked_payments;
-        r.duplicates_audited = prev.duplicates_audited;
+    if let Some(p) = *parked.lock().expect("parked gauge lock") {
+        r.add_parked(p);
     }
     r.projector = serde_json::to_value(instance.projector.status()).ok();
     r.ingest = serde_json::to_value(instance.counters.snapshot()).ok();

@@ -43,8 +43,8 @@ pub struct LiveSnapshot {
     pub oldest_unprojected_ms: Option<i64>,
     /// Bytes the log directory holds on disk.
     pub log_bytes: u64,
-    /// Parked payments, as last counted in the store (`None`: not yet).
-    pub parked_payments: Option<u64>,
+    /// The dead-letter table as last read (`None`: not yet).
+    pub parked: Option<ecom_store::ParkedSummary>,
     /// Why the pipeline cannot do its job, if it cannot (for `/readyz`).
     pub not_ready: Option<String>,
 }
@@ -187,8 +187,13 @@ fn publish(s: &LiveSnapshot) {
     for name in ["running", "paused", "stopped"] {
         gauge!("ecom_projector_state", "state" => name).set(f64::from(u8::from(name == state)));
     }
-    if let Some(parked) = s.parked_payments {
-        gauge!("ecom_parked_payments").set(parked as f64);
+    if let Some(parked) = s.parked {
+        gauge!("ecom_parked_payments").set(parked.parked as f64);
+        let age_s = parked
+            .oldest_parked_at_ms
+            .map(|at| (ecom_store::now_ms() - at).max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        gauge!("ecom_parked_oldest_age_seconds").set(age_s);
     }
     gauge!("ecom_ready").set(f64::from(u8::from(s.not_ready.is_none())));
 }
@@ -259,7 +264,11 @@ fn describe() {
     );
     describe_gauge!(
         "ecom_parked_payments",
-        "Payments waiting for their order in dlq_payments (counted every 10 s)."
+        "Payments waiting for their order in dlq_payments, store-wide (read every 15 s)."
+    );
+    describe_gauge!(
+        "ecom_parked_oldest_age_seconds",
+        "How long the longest-parked payment has waited for its order (0: none parked)."
     );
     describe_gauge!("ecom_ready", "1 when /readyz answers ready.");
     describe_histogram!(

@@ -65,7 +65,18 @@ impl Parked {
     }
 }
 
-/// Row counts, for `status` and `demo`.
+/// The dead-letter table at a glance: what a running pipeline reports as
+/// its parked gauges. Reads `dlq_payments` alone, a queue that stays small
+/// while orders keep arriving (see `schema.cql` on its tombstones), never
+/// the facts or the audit, which grow without bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ParkedSummary {
+    pub parked: u64,
+    /// When the longest-parked payment was parked (ms since the epoch).
+    pub oldest_parked_at_ms: Option<i64>,
+}
+
+/// Row counts, for `status --count-rows` and `demo`. Whole-table scans.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StoreCounts {
     pub facts: u64,
@@ -133,7 +144,9 @@ pub trait FactStore: Send + Sync + 'static {
     fn scan_facts(&self) -> impl Future<Output = Result<Vec<FactRow>>> + Send;
     fn scan_audit(&self) -> impl Future<Output = Result<Vec<Entry>>> + Send;
     fn scan_parked(&self) -> impl Future<Output = Result<Vec<Parked>>> + Send;
+    /// Reads every row of every table: for one-off checks, not for polling.
     fn counts(&self) -> impl Future<Output = Result<StoreCounts>> + Send;
+    fn parked_summary(&self) -> impl Future<Output = Result<ParkedSummary>> + Send;
     /// No state row and no view row.
     fn is_empty(&self) -> impl Future<Output = Result<bool>> + Send;
     /// Delete every row of the four tables.
@@ -243,6 +256,11 @@ macro_rules! forward_fact_store {
             async fn counts(&$self) -> $crate::Result<$crate::StoreCounts> {
                 let $op = $crate::Op::Scan;
                 let $call = $target.counts();
+                $body
+            }
+            async fn parked_summary(&$self) -> $crate::Result<$crate::ParkedSummary> {
+                let $op = $crate::Op::Scan;
+                let $call = $target.parked_summary();
                 $body
             }
             async fn is_empty(&$self) -> $crate::Result<bool> {

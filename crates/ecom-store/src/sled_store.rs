@@ -14,7 +14,7 @@ use ecom_core::{Entry, FactRow, Fingerprint, Kind, OrderState, StoredState, View
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Cas, FactStore, Parked, Result, StoreCounts, StoreError};
+use crate::{Cas, FactStore, Parked, ParkedSummary, Result, StoreCounts, StoreError};
 
 /// The embedded store. Cheap to share behind an `Arc`; several projectors in
 /// one process may use one store, like several instances share a Cassandra.
@@ -418,6 +418,23 @@ impl FactStore for SledStore {
             counts.parked += u64::from(cell.value.is_some());
         }
         Ok(counts)
+    }
+
+    async fn parked_summary(&self) -> Result<ParkedSummary> {
+        let mut summary = ParkedSummary::default();
+        for kv in self.parked.iter() {
+            let (k, v) = kv.map_err(other)?;
+            let cell: ParkedCell = decode("dlq_payments", &k, &v)?;
+            if let Some(p) = cell.value {
+                summary.parked += 1;
+                summary.oldest_parked_at_ms = Some(
+                    summary
+                        .oldest_parked_at_ms
+                        .map_or(p.parked_at_ms, |t| t.min(p.parked_at_ms)),
+                );
+            }
+        }
+        Ok(summary)
     }
 
     async fn is_empty(&self) -> Result<bool> {

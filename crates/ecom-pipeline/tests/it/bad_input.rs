@@ -96,7 +96,7 @@ fn corpus_through_pubsub(bad: &[BadInput]) {
     let out = with(&["run", "--source", "pubsub", "--stop-after-idle", "3s"]);
     assert!(out.status.success(), "run exits cleanly on bad input");
 
-    let status = json(&with(&["status", "--json"]));
+    let status = json(&with(&["status", "--json", "--count-rows"]));
     let n = bad.len() as u64;
     assert_eq!(
         status["rejected"], n,

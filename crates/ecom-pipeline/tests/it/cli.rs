@@ -76,7 +76,16 @@ fn run_then_status_verify_replay_and_rejected_agree() {
             .success()
     );
 
-    let status = json(&with(&["status", "--json"]));
+    // Without --count-rows, status reads only the dead-letter table.
+    let cheap = json(&with(&["status", "--json"]));
+    assert!(cheap["orders_in_store"].is_null(), "{cheap}");
+    assert!(cheap["duplicates_audited"].is_null(), "{cheap}");
+    assert!(
+        cheap["oldest_parked_at_ms"].as_i64().unwrap() > 0,
+        "{cheap}"
+    );
+    let status = json(&with(&["status", "--json", "--count-rows"]));
+    assert_eq!(status["parked_payments"], cheap["parked_payments"]);
     assert_eq!(status["orders_in_store"], 400);
     assert_eq!(status["lag"], 0);
     assert!(status["rejected"].as_u64().unwrap() > 0);

@@ -134,6 +134,14 @@ fn metrics_move_while_the_pipeline_runs_and_probes_answer() {
             "{moving:?} did not all grow within 60 s:\nfirst:\n{first}\nlast:\n{page}"
         );
     };
+    // The dead-letter gauges come from the store, read at start and every
+    // 15 s (not at every scrape).
+    for series in ["ecom_parked_payments", "ecom_parked_oldest_age_seconds"] {
+        assert!(
+            sample(&later, series).is_some_and(|v| v >= 0.0),
+            "{series} missing from /metrics:\n{later}"
+        );
+    }
     for histogram in ["ecom_log_append_seconds", "ecom_log_fsync_seconds"] {
         let count = sample(&later, &format!("{histogram}_count")).unwrap_or(0.0);
         assert!(count > 0.0, "{histogram} recorded nothing:\n{later}");

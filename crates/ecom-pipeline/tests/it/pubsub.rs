@@ -86,7 +86,7 @@ fn sigterm_in_the_middle_of_a_pubsub_run_loses_nothing() {
             && s["lag"].as_u64() == Some(0)
     });
     sigterm_and_expect_clean_exit(resumed);
-    let status = json(&with(&["status", "--json"]));
+    let status = json(&with(&["status", "--json", "--count-rows"]));
     assert_eq!(
         status["orders_in_store"], 3000,
         "every order landed once: {status}"
