@@ -167,11 +167,12 @@ async fn run_with<S: FactStore>(
     let started = std::time::Instant::now();
     let status_path = cfg.log_dir.join("status.json");
     let parked = spawn_parked_gauge(store.clone(), cancel.clone());
+    let source_health = spawn_source_probe(pubsub, cancel.clone());
     let metrics_addr = match telemetry::parse_metrics_addr(&cfg.metrics_addr)? {
         None => None,
         Some(addr) => {
             let handle = telemetry::install()?;
-            let live = live_snapshot(&instance, &parked);
+            let live = live_snapshot(&instance, &parked, &source_health);
             Some(telemetry::serve(addr, handle, live, cancel.clone()).await?)
         }
     };
@@ -293,13 +294,75 @@ fn spawn_parked_gauge<S: FactStore>(store: Arc<S>, cancel: CancellationToken) ->
     gauge
 }
 
+/// Why the source is not ready (`None`: it is, or needs no checking).
+type SourceHealth = Arc<std::sync::Mutex<Option<String>>>;
+
+/// How often, and how long at most, a Pub/Sub source's reachability is
+/// checked for `/readyz`.
+const SOURCE_PROBE_EVERY: Duration = Duration::from_secs(5);
+const SOURCE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Checks every [`SOURCE_PROBE_EVERY`] that Pub/Sub answers and both
+/// subscriptions exist ([`ecom_pubsub::SubscriptionProbe`]); the embedded
+/// broker and `--source none` are always reachable. Not ready until the
+/// first check passed. A task of its own, for the same reason as
+/// [`spawn_parked_gauge`]: a probe that hangs must not hold up anything else.
+fn spawn_source_probe(pubsub: Option<&PubSubConfig>, cancel: CancellationToken) -> SourceHealth {
+    let Some(pcfg) = pubsub.cloned() else {
+        return Arc::default();
+    };
+    let health: SourceHealth = Arc::new(std::sync::Mutex::new(Some(
+        "Pub/Sub source: not checked yet".into(),
+    )));
+    let shared = health.clone();
+    tokio::spawn(async move {
+        let mut probe = None;
+        let mut tick = tokio::time::interval(SOURCE_PROBE_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = cancel.cancelled() => return,
+            }
+            let outcome = tokio::time::timeout(SOURCE_PROBE_TIMEOUT, async {
+                if probe.is_none() {
+                    probe = Some(ecom_pubsub::SubscriptionProbe::new(&pcfg).await?);
+                }
+                probe.as_ref().expect("just built").check().await
+            })
+            .await;
+            let reason = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("Pub/Sub source unreachable: {e}")),
+                Err(_) => Some(format!(
+                    "Pub/Sub source unreachable: no answer in {}s",
+                    SOURCE_PROBE_TIMEOUT.as_secs()
+                )),
+            };
+            let mut current = shared.lock().expect("source health lock");
+            if *current != reason {
+                match &reason {
+                    Some(r) => tracing::warn!(reason = %r, "not ready"),
+                    None => tracing::info!("Pub/Sub source reachable"),
+                }
+                *current = reason;
+            }
+        }
+    });
+    health
+}
+
 /// What a scrape or probe reads: the figures the status file shows, from
 /// the same atomics.
-fn live_snapshot<S: FactStore>(instance: &Instance<S>, parked: &ParkedGauge) -> telemetry::Live {
+fn live_snapshot<S: FactStore>(
+    instance: &Instance<S>,
+    parked: &ParkedGauge,
+    source_health: &SourceHealth,
+) -> telemetry::Live {
     let log = instance.log.clone();
     let projector = instance.projector.clone();
     let counters = instance.counters.clone();
     let parked = parked.clone();
+    let source_health = source_health.clone();
     Arc::new(move || {
         let stats = log.stats();
         let projector = projector.status();
@@ -316,7 +379,10 @@ fn live_snapshot<S: FactStore>(instance: &Instance<S>, parked: &ParkedGauge) -> 
             oldest_unprojected_ms,
             log_bytes: telemetry::dir_bytes(log.dir()),
             parked: *parked.lock().expect("parked gauge lock"),
-            not_ready: telemetry::not_ready(&projector.state),
+            not_ready: telemetry::not_ready(
+                &projector.state,
+                source_health.lock().expect("source health lock").as_deref(),
+            ),
             projector,
         }
     })

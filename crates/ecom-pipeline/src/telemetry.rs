@@ -135,11 +135,17 @@ async fn readiness(State(e): State<Endpoints>) -> impl IntoResponse {
 }
 
 /// Why the pipeline cannot do its job now, from what it reports.
-pub fn not_ready(projector: &ProjectorState) -> Option<String> {
-    match projector {
+pub fn not_ready(projector: &ProjectorState, source: Option<&str>) -> Option<String> {
+    let store = match projector {
         ProjectorState::Running => None,
         ProjectorState::Paused { reason, .. } => Some(format!("store unreachable: {reason}")),
         ProjectorState::Stopped => Some("stopping".into()),
+    };
+    match (store, source) {
+        (None, None) => None,
+        (Some(s), None) => Some(s),
+        (None, Some(src)) => Some(src.to_owned()),
+        (Some(s), Some(src)) => Some(format!("{s}; {src}")),
     }
 }
 

@@ -113,3 +113,48 @@ fn ensure<T>(
         })),
     }
 }
+
+/// Whether this process can reach Pub/Sub and both [`SUBSCRIPTIONS`]
+/// exist: what a running pipeline's `/readyz` asks every few seconds.
+///
+/// The streaming pull cannot answer that: the client library reconnects on
+/// its own and says nothing while Pub/Sub is away, so a pipeline cut off
+/// from it looked ready. One admin client, built once and reused.
+pub struct SubscriptionProbe {
+    admin: SubscriptionAdmin,
+    names: Vec<String>,
+}
+
+impl SubscriptionProbe {
+    pub async fn new(cfg: &PubSubConfig) -> Result<Self, PubSubError> {
+        cfg.validate()?;
+        let admin = build_client!(cfg, "subscription admin", SubscriptionAdmin::builder())?;
+        Ok(SubscriptionProbe {
+            admin,
+            names: SUBSCRIPTIONS
+                .iter()
+                .map(|(s, _)| cfg.subscription_path(s))
+                .collect(),
+        })
+    }
+
+    /// Reads both subscriptions; the error names the one that failed and
+    /// how. The caller bounds the time (the client retries transient
+    /// errors).
+    pub async fn check(&self) -> Result<(), PubSubError> {
+        for name in &self.names {
+            self.admin
+                .get_subscription()
+                .set_subscription(name)
+                .send()
+                .await
+                .map_err(|e| {
+                    PubSubError::from_rpc(name, e, |source| PubSubError::Admin {
+                        operation: format!("get subscription {name}"),
+                        source,
+                    })
+                })?;
+        }
+        Ok(())
+    }
+}

@@ -8,8 +8,9 @@
 //! the Pub/Sub server goes away for 12 s: the instances reach it through
 //! [`super::fault_proxy`], which cuts every connection and closes its port
 //! (pstest keeps its topics and messages, as the real service would; a
-//! stopped pstest would lose them). The instances must stay up and
-//! ingest again once it is back. Then Cassandra itself is stopped
+//! stopped pstest would lose them). The instances must stay up, answer 503
+//! "not ready: Pub/Sub source unreachable: …" on `/readyz` while it is
+//! away, and ingest again (and answer 200) once it is back. Then Cassandra itself is stopped
 //! (`scripts/cassandra.sh stop`) for at least 10 s and started again: every
 //! instance must report its projector paused while ingestion goes on (and
 //! answer 503 "not ready: store unreachable: …" on `/readyz`), and running
@@ -203,7 +204,19 @@ fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
     // Pub/Sub away: connections cut, port closed.
     proxy.set_up(false);
     let pubsub_down = Instant::now();
-    std::thread::sleep(Duration::from_secs(12));
+    let readyz = |inst: &Instance| http_get(&metrics_addr(&inst.log_dir), "/readyz");
+    wait_until(
+        Duration::from_secs(30),
+        "/readyz to say the Pub/Sub source is unreachable on every instance",
+        || {
+            instances.iter().all(|i| {
+                let (code, body) = readyz(i);
+                code == 503 && body.contains("Pub/Sub source unreachable")
+            })
+        },
+        || format!("{:?}", instances.iter().map(readyz).collect::<Vec<_>>()),
+    );
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(pubsub_down.elapsed()));
     assert_all_running(&mut instances);
     let during: u64 = instances.iter().map(Instance::log_entries).sum();
     proxy.set_up(true);
@@ -213,6 +226,12 @@ fn pubsub_and_cassandra_outages_pause_the_pipeline_and_it_resumes_exactly() {
         "ingestion to resume after the Pub/Sub outage",
         || instances.iter().map(Instance::log_entries).sum::<u64>() > during,
         || describe(&instances),
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "/readyz to answer ready again once Pub/Sub is back",
+        || instances.iter().all(|i| readyz(i).0 == 200),
+        || format!("{:?}", instances.iter().map(readyz).collect::<Vec<_>>()),
     );
 
     // Cassandra stopped: projection pauses, ingestion goes on.
