@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::config::{Config, StoreKind};
 use crate::demo::{self, DemoArgs};
+pub use ecom_service::{StatusReport, status_from_log};
 
 /// Runs `$body` with `$s: Arc<impl FactStore>` opened as configured.
 macro_rules! with_store {
@@ -502,60 +503,6 @@ pub struct StatusArgs {
     /// asked only for the parked payments.
     #[arg(long)]
     pub count_rows: bool,
-}
-
-/// What `status` reports, and what a running pipeline writes to
-/// `<log_dir>/status.json` every second (the log is locked while it runs).
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-pub struct StatusReport {
-    pub source: String,
-    pub running_pid: Option<u32>,
-    pub log_entries: u64,
-    pub last_seq: Option<u64>,
-    pub checkpoint: u64,
-    pub lag: u64,
-    pub rejected: u64,
-    pub duplicates_message_id: u64,
-    pub orders_in_store: Option<u64>,
-    pub payments_joined: Option<u64>,
-    pub parked_payments: Option<u64>,
-    /// When the longest-parked payment was parked (ms since the epoch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oldest_parked_at_ms: Option<i64>,
-    pub duplicates_audited: Option<u64>,
-    pub projector: Option<serde_json::Value>,
-    pub ingest: Option<serde_json::Value>,
-    pub updated_at_ms: i64,
-    /// Where the running pipeline serves `/metrics`, `/healthz` and
-    /// `/readyz` (absent: not serving).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics_addr: Option<String>,
-    /// Configuration problems `status` found (not written by `run`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-impl StatusReport {
-    pub fn add_parked(&mut self, p: ecom_store::ParkedSummary) {
-        self.parked_payments = Some(p.parked);
-        self.oldest_parked_at_ms = p.oldest_parked_at_ms;
-    }
-}
-
-pub fn status_from_log(log: &Log) -> StatusReport {
-    let s = log.stats();
-    StatusReport {
-        source: "log".into(),
-        running_pid: None,
-        log_entries: s.entries,
-        last_seq: s.next_seq.checked_sub(1),
-        checkpoint: s.checkpoint,
-        lag: s.next_seq.saturating_sub(s.checkpoint),
-        rejected: s.rejected,
-        duplicates_message_id: s.duplicates_message_id,
-        updated_at_ms: ecom_store::now_ms(),
-        ..Default::default()
-    }
 }
 
 pub async fn add_store_counts<S: FactStore>(

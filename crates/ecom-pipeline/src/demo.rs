@@ -23,7 +23,7 @@ use ecom_store::{FactStore, snapshot};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::instance::Instance;
+use ecom_service::Instance;
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {

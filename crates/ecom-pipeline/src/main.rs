@@ -6,10 +6,8 @@ mod bench;
 mod commands;
 mod config;
 mod demo;
-mod instance;
 mod pubsub;
 mod run;
-mod telemetry;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 

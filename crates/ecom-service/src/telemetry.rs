@@ -16,9 +16,8 @@
 //! here formats the exposition text.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -31,6 +30,9 @@ use ecom_projector::{ProjectorState, ProjectorStatus};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ServiceError;
 
 /// What a scrape reads: the same figures `status` shows.
 #[derive(Debug, Clone)]
@@ -58,14 +60,20 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Installs the process-wide Prometheus recorder. Call once, before any
-/// metric is recorded; later calls fail.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
+/// The process-wide Prometheus recorder, installed by the first call (the
+/// `metrics` facade has one recorder per process); later calls return the
+/// same handle, so a process (or a test binary) may run several services.
+pub fn install() -> Result<PrometheusHandle, ServiceError> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-        .context("metrics: latency buckets")?
+        .map_err(|e| ServiceError::Metrics(format!("latency buckets: {e}")))?
         .install_recorder()
-        .context("metrics: installing the Prometheus recorder")?;
+        .map_err(|e| ServiceError::Metrics(format!("installing the Prometheus recorder: {e}")))?;
+    let handle = HANDLE.get_or_init(|| handle).clone();
     describe();
     // Series that move only on rare events exist from the first scrape, so
     // that `rate()` and alerts see 0 rather than nothing.
@@ -78,27 +86,25 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `cancel`.
-/// Returns the address it bound (port 0 picks a free one).
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `cancel`,
+/// on a task of `tracker`. Returns the address it bound (port 0 picks a
+/// free one).
 pub async fn serve(
     addr: SocketAddr,
     handle: PrometheusHandle,
     live: Live,
     cancel: CancellationToken,
-) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!(
-            "cannot serve metrics on {addr}: pass a free address with --metrics-addr \
-             (host:port; port 0 picks one; `off` disables the endpoint)"
-        )
-    })?;
-    let bound = listener.local_addr()?;
+    tracker: &TaskTracker,
+) -> Result<SocketAddr, ServiceError> {
+    let bind = |source| ServiceError::MetricsBind { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+    let bound = listener.local_addr().map_err(bind)?;
     let app = Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readiness))
         .with_state(Endpoints { handle, live });
-    tokio::spawn(async move {
+    tracker.spawn(async move {
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await;
@@ -306,11 +312,11 @@ pub fn dir_bytes(dir: &std::path::Path) -> u64 {
 }
 
 /// `--metrics-addr`: an address, or `off`.
-pub fn parse_metrics_addr(s: &str) -> anyhow::Result<Option<SocketAddr>> {
+pub fn parse_metrics_addr(s: &str) -> Result<Option<SocketAddr>, ServiceError> {
     if s.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
-    s.parse().map(Some).with_context(|| {
-        format!("--metrics-addr {s:?}: expected host:port (e.g. 127.0.0.1:9464) or `off`")
-    })
+    s.parse()
+        .map(Some)
+        .map_err(|_| ServiceError::MetricsAddr(s.to_owned()))
 }

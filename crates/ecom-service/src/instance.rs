@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use ecom_ingest::{Delivery, IngestCounters, IngestError, IngestOptions, run_ingest};
 use ecom_log::Log;
 use ecom_projector::{Applier, Notification, Projector, ProjectorOptions};
@@ -13,12 +12,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::ServiceError;
+
 pub struct Instance<S> {
     pub log: Log,
     pub projector: Arc<Projector<S>>,
     pub counters: Arc<IngestCounters>,
     ingest: JoinHandle<Result<(), IngestError>>,
-    projection: JoinHandle<anyhow::Result<()>>,
+    projection: JoinHandle<Result<(), ServiceError>>,
     /// Stops the projector (after the ingest side drained).
     projector_cancel: CancellationToken,
 }
@@ -52,7 +53,7 @@ impl<S: FactStore> Instance<S> {
         let projection = {
             let p = projector.clone();
             let c = projector_cancel.clone();
-            tokio::spawn(async move { p.run(c).await.map_err(anyhow::Error::from) })
+            tokio::spawn(async move { p.run(c).await.map_err(ServiceError::from) })
         };
         (
             Instance {
@@ -82,11 +83,11 @@ impl<S: FactStore> Instance<S> {
     /// Waits for ingest to settle its last batch, then stops the projector
     /// at a checkpoint. A fatal error of ingest comes first (it is the cause
     /// when both failed), then the projector's.
-    pub async fn shutdown(self) -> anyhow::Result<Log> {
+    pub async fn shutdown(self) -> Result<Log, ServiceError> {
         let ingest = self.ingest.await?;
         self.projector_cancel.cancel();
         let projection = self.projection.await?;
-        ingest.context("the pipeline stopped; exiting non-zero so that it is restarted")?;
+        ingest?;
         projection?;
         Ok(self.log)
     }
