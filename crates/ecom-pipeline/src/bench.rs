@@ -97,7 +97,12 @@ pub async fn bench(
         opts.messages,
         opts.backlog
     );
-    let rows = ecom_bench::run(&opts, |line| eprintln!("bench: {line}")).await?;
+    let rows = ecom_bench::run(
+        &opts,
+        |line| eprintln!("bench: {line}"),
+        &ecom_core::progress::ignore,
+    )
+    .await?;
     print!("{}", ecom_bench::table(&rows));
     for r in &rows {
         if !r.note.is_empty() {

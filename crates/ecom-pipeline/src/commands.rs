@@ -202,19 +202,11 @@ fn open_logs(dirs: &[PathBuf]) -> anyhow::Result<Vec<Log>> {
 
 pub async fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let logs = open_logs(&log_dirs(cfg, &args.from_log))?;
-    let json = args.json;
-    let mut last = std::time::Instant::now();
-    let progress = move |phase: &str, n: u64| {
-        if !json && last.elapsed().as_millis() >= 1000 {
-            last = std::time::Instant::now();
-            eprintln!("  … {phase}: {n}");
-        }
-    };
     let report = with_store!(cfg, |store| ecom_projector::replay(
         &logs,
         store.as_ref(),
         args.truncate,
-        progress
+        &ecom_core::progress::ignore
     )
     .await?);
     if args.json {
@@ -247,8 +239,12 @@ pub struct VerifyArgs {
 
 pub async fn verify(cfg: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let logs = open_logs(&log_dirs(cfg, &args.from_log))?;
-    let report = with_store!(cfg, |store| ecom_projector::verify(&logs, store.as_ref())
-        .await?);
+    let report = with_store!(cfg, |store| ecom_projector::verify(
+        &logs,
+        store.as_ref(),
+        &ecom_core::progress::ignore
+    )
+    .await?);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

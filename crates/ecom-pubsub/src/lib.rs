@@ -36,7 +36,7 @@ use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
 
 pub use error::PubSubError;
 pub use notifier::{NotifierStats, notification_message, run_notifier};
-pub use produce::{ProduceKind, ProduceReport, ProduceSpec, plan, produce};
+pub use produce::{ProduceKind, ProduceReport, ProduceSpec, plan, produce, produce_with_progress};
 pub use setup::{SetupReport, dead_letter_topic, setup};
 pub use source::{SourceCounters, SourceStats, pull_and_ack, run_source};
 
