@@ -97,12 +97,14 @@ pub async fn bench(
         opts.messages,
         opts.backlog
     );
+    let progress = crate::progress::Reporter::new("bench");
     let rows = ecom_bench::run(
         &opts,
-        |line| eprintln!("bench: {line}"),
-        &ecom_core::progress::ignore,
+        |line| progress.println(&format!("bench: {line}")),
+        &|p| progress.update(p),
     )
     .await?;
+    progress.finish();
     print!("{}", ecom_bench::table(&rows));
     for r in &rows {
         if !r.note.is_empty() {

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::config::{Config, StoreKind};
 use crate::demo::{self, DemoArgs};
+use crate::progress::Reporter;
 
 /// Runs `$body` with `$s: Arc<impl FactStore>` opened as configured.
 macro_rules! with_store {
@@ -202,13 +203,15 @@ fn open_logs(dirs: &[PathBuf]) -> anyhow::Result<Vec<Log>> {
 
 pub async fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let logs = open_logs(&log_dirs(cfg, &args.from_log))?;
+    let progress = Reporter::new("replay");
     let report = with_store!(cfg, |store| ecom_projector::replay(
         &logs,
         store.as_ref(),
         args.truncate,
-        &ecom_core::progress::ignore
+        &|p| progress.update(p)
     )
     .await?);
+    progress.finish();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -239,12 +242,14 @@ pub struct VerifyArgs {
 
 pub async fn verify(cfg: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let logs = open_logs(&log_dirs(cfg, &args.from_log))?;
+    let progress = Reporter::new("verify");
     let report = with_store!(cfg, |store| ecom_projector::verify(
         &logs,
         store.as_ref(),
-        &ecom_core::progress::ignore
+        &|p| progress.update(p)
     )
     .await?);
+    progress.finish();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -340,8 +345,12 @@ pub async fn dlq(cfg: &Config, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
         }
         DlqCommand::Reprocess { json } => {
             let applier = Applier::new(store.clone());
-            let (joined, remaining) = applier.reprocess_parked().await?;
+            let progress = Reporter::new("dlq reprocess");
+            let (joined, remaining) = applier
+                .reprocess_parked_with_progress(&|p| progress.update(p))
+                .await?;
             store.flush().await?;
+            progress.finish();
             if json {
                 println!(
                     "{}",

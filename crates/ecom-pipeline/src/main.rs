@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod demo;
 mod instance;
+mod progress;
 mod pubsub;
 mod run;
 mod telemetry;
