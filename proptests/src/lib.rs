@@ -268,7 +268,9 @@ pub async fn run_instances<S: FactStore>(
 
 /// Rebuilds `fresh` from `logs` with `replay` and checks it equals `expected`.
 pub async fn assert_replay_rebuilds<S: FactStore>(logs: &[Log], fresh: &S, expected: &FinalState) {
-    replay(logs, fresh, false, |_, _| {}).await.expect("replay");
+    replay(logs, fresh, false, &ecom_core::progress::ignore)
+        .await
+        .expect("replay");
     assert_store_is(fresh, expected).await;
 }
 

@@ -774,7 +774,7 @@ impl Sim {
             return Err(self.fail(format!("published but in no log: {lost:?}")));
         }
         let fresh = SledStore::temporary().map_err(|e| self.fail(e.to_string()))?;
-        replay(&logs, &fresh, false, |_, _| {})
+        replay(&logs, &fresh, false, &ecom_core::progress::ignore)
             .await
             .map_err(|e| self.fail(format!("replay: {e}")))?;
         let replayed = snapshot(&fresh)

@@ -199,11 +199,13 @@ pub struct BenchOptions {
     pub pipeline_binary: Option<PathBuf>,
 }
 
-/// Runs the stages in order, calling `progress` with a line before each
-/// measurement, and returns every row.
+/// Runs the stages in order, calling `say` with a line before each
+/// measurement and `progress` with the stages finished (`"stages run"`)
+/// after each stage, and returns every row.
 pub async fn run(
     opts: &BenchOptions,
-    mut progress: impl FnMut(&str),
+    mut say: impl FnMut(&str),
+    progress: ecom_core::ProgressFn<'_>,
 ) -> Result<Vec<Row>, BenchError> {
     let mut stages = opts.stages.clone();
     stages.sort();
@@ -231,8 +233,9 @@ pub async fn run(
         }
     }
     let mut rows: Vec<Row> = Vec::new();
-    for stage in stages {
-        let mut say = |m: &str| progress(&format!("{stage}: {m}"));
+    let total = stages.len() as u64;
+    for (i, stage) in stages.into_iter().enumerate() {
+        let mut say = |m: &str| say(&format!("{stage}: {m}"));
         let new = match stage {
             Stage::LogAppend => log_append::run(opts, &mut say).await?,
             Stage::Ingest => ingest::run(opts, pubsub(opts), &mut say).await?,
@@ -253,6 +256,11 @@ pub async fn run(
             Stage::Memory => footprint::run(opts, &mut say).await?,
         };
         rows.extend(new);
+        progress(ecom_core::Progress {
+            what: "stages run",
+            done: i as u64 + 1,
+            total: Some(total),
+        });
     }
     Ok(rows)
 }

@@ -149,7 +149,12 @@ impl Scratch {
 }
 
 async fn check(log: &Log, store: &CassandraStore, what: &str) -> Result<(), BenchError> {
-    let report = ecom_projector::verify(std::slice::from_ref(log), store).await?;
+    let report = ecom_projector::verify(
+        std::slice::from_ref(log),
+        store,
+        &ecom_core::progress::ignore,
+    )
+    .await?;
     if !report.clean() {
         return Err(BenchError::Failed(format!(
             "{what}: the store does not match the log ({report:?}); no figure is reported for a wrong result"
@@ -193,7 +198,7 @@ async fn replay_per_s(
         std::slice::from_ref(log),
         s.store.as_ref(),
         false,
-        |_, _| {},
+        &ecom_core::progress::ignore,
     )
     .await;
     let per_s = entries as f64 / t.elapsed().as_secs_f64();

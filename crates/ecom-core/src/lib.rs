@@ -15,6 +15,7 @@ pub mod failpoint;
 #[cfg(test)]
 mod fixtures;
 pub mod model;
+pub mod progress;
 pub mod rule;
 pub mod source;
 pub mod state;
@@ -26,6 +27,7 @@ pub use event::{
     PaymentVersion, Provenance, RawMessage, Topic, Versioned,
 };
 pub use model::{FinalState, Model};
+pub use progress::{Progress, ProgressFn};
 pub use rule::{Decision, decide};
 pub use source::{Acker, Delivery, Notification};
 pub use state::{

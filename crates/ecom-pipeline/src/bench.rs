@@ -94,7 +94,14 @@ pub async fn bench(cfg: &Config, args: &BenchArgs) -> anyhow::Result<ExitCode> {
         opts.messages,
         opts.backlog
     );
-    let rows = ecom_bench::run(&opts, |line| eprintln!("bench: {line}")).await?;
+    let progress = crate::progress::Reporter::new("bench");
+    let rows = ecom_bench::run(
+        &opts,
+        |line| progress.println(&format!("bench: {line}")),
+        &|p| progress.update(p),
+    )
+    .await?;
+    progress.finish();
     print!("{}", ecom_bench::table(&rows));
     for r in &rows {
         if !r.note.is_empty() {

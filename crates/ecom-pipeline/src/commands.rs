@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::config::{Config, StoreKind};
 use crate::demo::{self, DemoArgs};
+use crate::progress::Reporter;
 pub use ecom_service::{StatusReport, status_from_log};
 
 /// Runs `$body` with `$s: Arc<impl FactStore>` opened as configured.
@@ -175,21 +176,15 @@ fn open_logs(dirs: &[PathBuf]) -> anyhow::Result<Vec<Log>> {
 
 pub async fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let logs = open_logs(&log_dirs(cfg, &args.from_log))?;
-    let json = args.json;
-    let mut last = std::time::Instant::now();
-    let progress = move |phase: &str, n: u64| {
-        if !json && last.elapsed().as_millis() >= 1000 {
-            last = std::time::Instant::now();
-            eprintln!("  … {phase}: {n}");
-        }
-    };
+    let progress = Reporter::new("replay");
     let report = with_store!(cfg, |store| ecom_projector::replay(
         &logs,
         store.as_ref(),
         args.truncate,
-        progress
+        &|p| progress.update(p)
     )
     .await?);
+    progress.finish();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -220,8 +215,14 @@ pub struct VerifyArgs {
 
 pub async fn verify(cfg: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let logs = open_logs(&log_dirs(cfg, &args.from_log))?;
-    let report = with_store!(cfg, |store| ecom_projector::verify(&logs, store.as_ref())
-        .await?);
+    let progress = Reporter::new("verify");
+    let report = with_store!(cfg, |store| ecom_projector::verify(
+        &logs,
+        store.as_ref(),
+        &|p| progress.update(p)
+    )
+    .await?);
+    progress.finish();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -317,8 +318,12 @@ pub async fn dlq(cfg: &Config, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
         }
         DlqCommand::Reprocess { json } => {
             let applier = Applier::new(store.clone());
-            let (joined, remaining) = applier.reprocess_parked().await?;
+            let progress = Reporter::new("dlq reprocess");
+            let (joined, remaining) = applier
+                .reprocess_parked_with_progress(&|p| progress.update(p))
+                .await?;
             store.flush().await?;
+            progress.finish();
             if json {
                 println!(
                     "{}",

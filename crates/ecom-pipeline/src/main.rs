@@ -6,6 +6,7 @@ mod bench;
 mod commands;
 mod config;
 mod demo;
+mod progress;
 mod pubsub;
 mod run;
 

@@ -123,7 +123,9 @@ pub async fn produce(cfg: &Config, cmd: ProduceCommand) -> anyhow::Result<ExitCo
         orphan_payments: a.orphans,
         seed: a.seed,
     };
-    let r = ecom_pubsub::produce(&cfg, &spec).await?;
+    let progress = crate::progress::Reporter::new("produce");
+    let r = ecom_pubsub::produce_with_progress(&cfg, &spec, &|p| progress.update(p)).await?;
+    progress.finish();
     if a.json {
         println!(
             "{}",

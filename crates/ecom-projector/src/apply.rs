@@ -207,11 +207,33 @@ impl<S: FactStore> Applier<S> {
     /// the state's revision. A row still parked gets one more attempt
     /// counted. Returns (joined, still parked).
     pub async fn reprocess_parked(&self) -> Result<(u64, u64)> {
+        self.reprocess_parked_with_progress(&ecom_core::progress::ignore)
+            .await
+    }
+
+    /// [`Self::reprocess_parked`], telling `progress` how many of the parked
+    /// rows it has checked (`"parked payments checked"`).
+    pub async fn reprocess_parked_with_progress(
+        &self,
+        progress: ecom_core::ProgressFn<'_>,
+    ) -> Result<(u64, u64)> {
         let mut joined = 0;
         let mut remaining = 0;
-        for (i, parked) in self.store.scan_parked().await?.into_iter().enumerate() {
+        let rows = self.store.scan_parked().await?;
+        let total = rows.len() as u64;
+        let report = |done: u64| {
+            progress(ecom_core::Progress {
+                what: "parked payments checked",
+                done,
+                total: Some(total),
+            })
+        };
+        for (i, parked) in rows.into_iter().enumerate() {
             if i > 0 {
                 ecom_core::failpoint!("dlq::between_rows");
+                if i % 256 == 0 {
+                    report(i as u64);
+                }
             }
             let order_id = parked.order_id();
             let fp = parked.payment.fingerprint;
@@ -249,6 +271,7 @@ impl<S: FactStore> Applier<S> {
             self.store.write_views(&writes).await?;
             joined += 1;
         }
+        report(total);
         Ok((joined, remaining))
     }
 }

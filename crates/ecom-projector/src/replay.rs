@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use ecom_core::{FinalState, Model, decode};
+use ecom_core::{FinalState, Model, Progress, ProgressFn, decode};
 use ecom_core::{ViewWrite, view_ts};
 use ecom_log::Log;
 use ecom_store::{FactStore, StoreError, now_ms, snapshot};
@@ -45,13 +45,12 @@ pub struct ReplayReport {
     pub events_per_s: f64,
 }
 
-/// Folds every entry of `logs` into a model. `progress` is called with the
-/// number of entries read so far, every few thousand entries.
-pub fn fold_logs(
-    logs: &[Log],
-    mut progress: impl FnMut(u64),
-) -> Result<(Model, u64, u64), ReplayError> {
+/// Folds every entry of `logs` into a model. `progress` hears the entries
+/// read so far (`"entries read"`, of all the logs' entries), every few
+/// thousand entries.
+pub fn fold_logs(logs: &[Log], progress: ProgressFn<'_>) -> Result<(Model, u64, u64), ReplayError> {
     const CHUNK: usize = 4096;
+    let total = logs.iter().map(|l| l.stats().entries).sum();
     let mut model = Model::new();
     let mut read = 0u64;
     let mut undecodable = 0u64;
@@ -74,7 +73,11 @@ pub fn fold_logs(
                 }
             }
             read += entries.len() as u64;
-            progress(read);
+            progress(Progress {
+                what: "entries read",
+                done: read,
+                total: Some(total),
+            });
             from = last + 1;
         }
     }
@@ -82,6 +85,7 @@ pub fn fold_logs(
 }
 
 /// Rebuilds `store` from `logs`. Refuses a non-empty store unless `truncate`.
+/// `progress` hears the entries read, then the order states written.
 ///
 /// Every entry of every log is read, checksummed and folded *before* the
 /// store is touched: a damaged entry anywhere fails the replay with the store
@@ -90,14 +94,14 @@ pub async fn replay<S: FactStore>(
     logs: &[Log],
     store: &S,
     truncate: bool,
-    mut progress: impl FnMut(&str, u64),
+    progress: ProgressFn<'_>,
 ) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
     let empty = store.is_empty().await?;
     if !empty && !truncate {
         return Err(ReplayError::NotEmpty);
     }
-    let (model, entries_read, undecodable) = fold_logs(logs, |n| progress("read", n))?;
+    let (model, entries_read, undecodable) = fold_logs(logs, progress)?;
     if !empty {
         store.truncate().await?;
     }
@@ -127,7 +131,11 @@ pub async fn replay<S: FactStore>(
         // A chunk complete, the next one (or the checkpoints) not begun.
         ecom_core::failpoint!("replay::after_chunk");
         done += chunk.len() as u64;
-        progress("write", done);
+        progress(Progress {
+            what: "order states written",
+            done,
+            total: Some(states.len() as u64),
+        });
     }
     store.flush().await?;
     // Everything in the logs is in the store now: the checkpoint may move
@@ -219,9 +227,14 @@ impl VerifyReport {
     }
 }
 
-/// Compares `store` with the fold of `logs`, row by row.
-pub async fn verify<S: FactStore>(logs: &[Log], store: &S) -> Result<VerifyReport, ReplayError> {
-    let (model, entries_read, _) = fold_logs(logs, |_| {})?;
+/// Compares `store` with the fold of `logs`, row by row. `progress` hears
+/// the entries read (reading the store back is one step, not reported).
+pub async fn verify<S: FactStore>(
+    logs: &[Log],
+    store: &S,
+    progress: ProgressFn<'_>,
+) -> Result<VerifyReport, ReplayError> {
+    let (model, entries_read, _) = fold_logs(logs, progress)?;
     let expected = model.final_state();
     let actual = snapshot(store).await?;
     Ok(VerifyReport::compare(&expected, &actual, entries_read))

@@ -37,7 +37,7 @@ use serde::Deserialize;
 
 pub use error::PubSubError;
 pub use notifier::{NotifierStats, notification_message, run_notifier};
-pub use produce::{ProduceKind, ProduceReport, ProduceSpec, plan, produce};
+pub use produce::{ProduceKind, ProduceReport, ProduceSpec, plan, produce, produce_with_progress};
 pub use setup::{SetupReport, SubscriptionProbe, dead_letter_topic, setup};
 pub use source::{SourceCounters, SourceStats, pull_and_ack, run_source};
 

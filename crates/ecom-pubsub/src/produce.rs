@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use ecom_core::Topic;
 use ecom_core::workload::{Rng, random_order, random_payment};
+use ecom_core::{Progress, ProgressFn, Topic};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use google_cloud_pubsub::client::Publisher;
@@ -125,6 +125,16 @@ pub fn plan(spec: &ProduceSpec) -> Vec<(Topic, Vec<u8>)> {
 /// (after the publisher's retries, up to `publish_timeout`) is counted, not
 /// fatal; if nothing could be published at all, the first error is returned.
 pub async fn produce(cfg: &PubSubConfig, spec: &ProduceSpec) -> Result<ProduceReport, PubSubError> {
+    produce_with_progress(cfg, spec, &ecom_core::progress::ignore).await
+}
+
+/// [`produce`], telling `progress` how many messages have a publish result
+/// (`"messages published"`, failed ones included), every few hundred.
+pub async fn produce_with_progress(
+    cfg: &PubSubConfig,
+    spec: &ProduceSpec,
+    progress: ProgressFn<'_>,
+) -> Result<ProduceReport, PubSubError> {
     cfg.validate()?;
     let orders = publisher(cfg, Topic::Orders.name()).await?;
     let payments = publisher(cfg, Topic::Payments.name()).await?;
@@ -135,6 +145,14 @@ pub async fn produce(cfg: &PubSubConfig, spec: &ProduceSpec) -> Result<ProduceRe
         }
     };
     let messages = plan(spec);
+    let total = messages.len() as u64;
+    let report = |done: u64| {
+        progress(Progress {
+            what: "messages published",
+            done,
+            total: Some(total),
+        })
+    };
     tracing::info!(messages = messages.len(), endpoint = %cfg.describe_endpoint(), "publishing");
 
     let start = Instant::now();
@@ -145,14 +163,20 @@ pub async fn produce(cfg: &PubSubConfig, spec: &ProduceSpec) -> Result<ProduceRe
     let mut in_flight = FuturesUnordered::new();
     let (mut published, mut failed) = (0u64, 0u64);
     let mut first_error = None;
-    let mut settle = |r: Result<String, _>, topic: Topic| match r {
-        Ok(_) => published += 1,
-        Err(e) => {
-            failed += 1;
-            if first_error.is_none() {
-                tracing::warn!(topic = topic.name(), error = %e, "publish failed");
-                first_error = Some(PubSubError::from_publish(&cfg.topic_path(topic.name()), e));
+    let mut settle = |r: Result<String, _>, topic: Topic| {
+        match r {
+            Ok(_) => published += 1,
+            Err(e) => {
+                failed += 1;
+                if first_error.is_none() {
+                    tracing::warn!(topic = topic.name(), error = %e, "publish failed");
+                    first_error = Some(PubSubError::from_publish(&cfg.topic_path(topic.name()), e));
+                }
             }
+        }
+        let settled = published + failed;
+        if settled % 256 == 0 || settled == total {
+            report(settled);
         }
     };
     for (i, (topic, data)) in messages.into_iter().enumerate() {

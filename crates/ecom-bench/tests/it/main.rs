@@ -58,9 +58,13 @@ fn assert_consistent(r: &Row) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_append_stage_reports_each_batch_size_beside_bare_sled() {
     let dir = tempfile::tempdir().unwrap();
-    let rows = run(&options(&[Stage::LogAppend], dir.path()), |_| {})
-        .await
-        .unwrap();
+    let rows = run(
+        &options(&[Stage::LogAppend], dir.path()),
+        |_| {},
+        &ecom_core::progress::ignore,
+    )
+    .await
+    .unwrap();
     let workloads: Vec<&str> = rows.iter().map(|r| r.workload.as_str()).collect();
     assert_eq!(
         workloads,
@@ -88,7 +92,9 @@ async fn projection_and_replay_stages_verify_the_store_and_report_both_ceilings(
     else {
         return;
     };
-    let rows = run(&opts, |_| {}).await.unwrap();
+    let rows = run(&opts, |_| {}, &ecom_core::progress::ignore)
+        .await
+        .unwrap();
     let stages: Vec<(&str, &str)> = rows
         .iter()
         .map(|r| (r.stage.as_str(), r.target.as_str()))
@@ -118,7 +124,9 @@ async fn ingest_and_latency_stages_run_the_real_source_against_the_emulator() {
     let Some(opts) = with_cassandra(opts) else {
         return;
     };
-    let rows = run(&opts, |_| {}).await.unwrap();
+    let rows = run(&opts, |_| {}, &ecom_core::progress::ignore)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 4, "{rows:#?}");
     assert_eq!(rows[0].stage, "ingest");
     assert!(
@@ -149,7 +157,9 @@ async fn latency_without_a_rate_measures_the_end_to_end_rate_first_and_runs_at_h
     let Some(opts) = with_cassandra(opts) else {
         return;
     };
-    let rows = run(&opts, |_| {}).await.unwrap();
+    let rows = run(&opts, |_| {}, &ecom_core::progress::ignore)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 4, "{rows:#?}");
     let sustained = &rows[0];
     assert_eq!(
@@ -169,9 +179,13 @@ async fn latency_without_a_rate_measures_the_end_to_end_rate_first_and_runs_at_h
 #[tokio::test]
 async fn a_stage_whose_server_is_missing_is_refused_with_what_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let e = run(&options(&[Stage::Projection], dir.path()), |_| {})
-        .await
-        .unwrap_err();
+    let e = run(
+        &options(&[Stage::Projection], dir.path()),
+        |_| {},
+        &ecom_core::progress::ignore,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(
             e,
@@ -183,12 +197,20 @@ async fn a_stage_whose_server_is_missing_is_refused_with_what_to_start() {
         "{e}"
     );
     assert!(e.to_string().contains("scripts/cassandra.sh start"), "{e}");
-    let e = run(&options(&[Stage::Ingest], dir.path()), |_| {})
-        .await
-        .unwrap_err();
+    let e = run(
+        &options(&[Stage::Ingest], dir.path()),
+        |_| {},
+        &ecom_core::progress::ignore,
+    )
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("PUBSUB_EMULATOR_HOST"), "{e}");
-    let e = run(&options(&[Stage::Memory], dir.path()), |_| {})
-        .await
-        .unwrap_err();
+    let e = run(
+        &options(&[Stage::Memory], dir.path()),
+        |_| {},
+        &ecom_core::progress::ignore,
+    )
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("ecom-pipeline bench"), "{e}");
 }

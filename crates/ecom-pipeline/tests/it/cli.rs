@@ -147,6 +147,85 @@ fn run_then_status_verify_replay_and_rejected_agree() {
 }
 
 #[test]
+fn replay_verify_and_dlq_reprocess_report_progress_on_stderr_only_off_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, store) = dirs(tmp.path());
+    let base = ["--log-dir", &log, "--store-dir", &store];
+    let with = |extra: &[&str]| run_with(extra, &base);
+    assert!(
+        with(&["run", "--orders", "300", "--stop-after-idle", "1s"])
+            .status
+            .success()
+    );
+    let entries = json(&with(&["status", "--json"]))["log_entries"]
+        .as_u64()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+
+    // stderr is a pipe here: plain lines, no bar (no carriage returns or
+    // escape codes), each phase closed with its full count.
+    let rebuilt = tmp.path().join("rebuilt").display().to_string();
+    let replay = run(&[
+        "replay",
+        "--from-log",
+        &log,
+        "--log-dir",
+        &log,
+        "--store-dir",
+        &rebuilt,
+    ]);
+    assert!(replay.status.success());
+    let (out, err) = (text(&replay.stdout), text(&replay.stderr));
+    assert!(
+        err.contains(&format!(
+            "replay: {entries}/{entries} entries read (100%) in "
+        )),
+        "{err}"
+    );
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with("replay: ") && last.contains(" order states written (100%) in "),
+        "the final line sums up the last phase: {err}"
+    );
+    assert!(!err.contains('\r') && !err.contains('\x1b'), "{err:?}");
+    // stdout is the result alone, as before.
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with(&format!("replayed {entries} entries from 1 log(s)")));
+    assert!(lines[1].starts_with("wrote 300 fact rows"));
+
+    let verify = with(&["verify", "--json"]);
+    assert!(verify.status.success());
+    assert_eq!(json(&verify)["differences"], 0, "stdout is one JSON value");
+    assert_eq!(
+        text(&verify.stderr)
+            .lines()
+            .last()
+            .unwrap()
+            .split(" in ")
+            .next(),
+        Some(format!("verify: {entries}/{entries} entries read (100%)").as_str())
+    );
+
+    let parked = json(&with(&["status", "--json"]))["parked_payments"]
+        .as_u64()
+        .unwrap();
+    let reprocess = with(&["dlq", "reprocess"]);
+    assert!(reprocess.status.success());
+    assert_eq!(
+        text(&reprocess.stdout),
+        format!("joined 0 parked payments; {parked} remain parked (their order has not arrived)\n")
+    );
+    assert!(
+        text(&reprocess.stderr).contains(&format!(
+            "dlq reprocess: {parked}/{parked} parked payments checked (100%)"
+        )),
+        "{}",
+        text(&reprocess.stderr)
+    );
+}
+
+#[test]
 fn sigterm_stops_cleanly_and_a_second_owner_is_refused_with_the_pid() {
     let tmp = tempfile::tempdir().unwrap();
     let (log, store) = dirs(tmp.path());

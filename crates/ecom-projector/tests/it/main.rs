@@ -75,15 +75,24 @@ async fn projected_log_equals_the_model_and_replay_rebuilds_it() {
     );
     assert!(!expected.audit.is_empty(), "the workload has conflicts");
 
-    let report = verify(std::slice::from_ref(&log), store.as_ref())
-        .await
-        .unwrap();
+    let report = verify(
+        std::slice::from_ref(&log),
+        store.as_ref(),
+        &ecom_core::progress::ignore,
+    )
+    .await
+    .unwrap();
     assert!(report.clean(), "{report:?}");
 
     let rebuilt = SledStore::temporary().unwrap();
-    replay(std::slice::from_ref(&log), &rebuilt, false, |_, _| {})
-        .await
-        .unwrap();
+    replay(
+        std::slice::from_ref(&log),
+        &rebuilt,
+        false,
+        &ecom_core::progress::ignore,
+    )
+    .await
+    .unwrap();
     assert_eq!(snapshot(&rebuilt).await.unwrap(), actual);
 }
 
@@ -93,16 +102,31 @@ async fn replay_refuses_a_non_empty_store_without_truncate() {
     let log = Log::open(&dir.path().join("log"), LogOptions::default()).unwrap();
     append_all(&log, &messages(10, 2)).await;
     let store = SledStore::temporary().unwrap();
-    replay(std::slice::from_ref(&log), &store, false, |_, _| {})
-        .await
-        .unwrap();
-    let err = replay(std::slice::from_ref(&log), &store, false, |_, _| {})
-        .await
-        .unwrap_err();
+    replay(
+        std::slice::from_ref(&log),
+        &store,
+        false,
+        &ecom_core::progress::ignore,
+    )
+    .await
+    .unwrap();
+    let err = replay(
+        std::slice::from_ref(&log),
+        &store,
+        false,
+        &ecom_core::progress::ignore,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("--truncate"), "{err}");
-    replay(std::slice::from_ref(&log), &store, true, |_, _| {})
-        .await
-        .unwrap();
+    replay(
+        std::slice::from_ref(&log),
+        &store,
+        true,
+        &ecom_core::progress::ignore,
+    )
+    .await
+    .unwrap();
     assert!(!store.is_empty().await.unwrap());
 }
 
@@ -119,9 +143,14 @@ async fn replay_with_truncate_leaves_the_store_alone_when_an_old_entry_is_damage
     {
         let log = Log::open(&path, LogOptions::default()).unwrap();
         append_all(&log, &msgs).await;
-        replay(std::slice::from_ref(&log), &store, false, |_, _| {})
-            .await
-            .unwrap();
+        replay(
+            std::slice::from_ref(&log),
+            &store,
+            false,
+            &ecom_core::progress::ignore,
+        )
+        .await
+        .unwrap();
         assert_eq!(log.checkpoint(), log.next_seq());
     }
     let before = snapshot(&store).await.unwrap();
@@ -136,9 +165,14 @@ async fn replay_with_truncate_leaves_the_store_alone_when_an_old_entry_is_damage
         db.flush().unwrap();
     }
     let log = Log::open(&path, LogOptions::default()).expect("the tail is intact, so it opens");
-    let err = replay(std::slice::from_ref(&log), &store, true, |_, _| {})
-        .await
-        .unwrap_err();
+    let err = replay(
+        std::slice::from_ref(&log),
+        &store,
+        true,
+        &ecom_core::progress::ignore,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("seq 0"), "names the entry: {err}");
     assert_eq!(
         snapshot(&store).await.unwrap(),
