@@ -236,7 +236,7 @@ pub const SETTINGS: &[Setting] = &[
         "ECOM_PROJECTOR_CONCURRENCY",
         "--projector-concurrency",
         Number,
-        "1 embedded, 64 Cassandra",
+        "none: 1 embedded, 64 Cassandra",
         "16"
     ),
     setting!(
@@ -340,7 +340,7 @@ pub const SETTINGS: &[Setting] = &[
         "ECOM_PUBSUB_ACK_DEADLINE",
         "--pubsub-ack-deadline",
         Text,
-        "`60s` (`setup pubsub`)",
+        "`1m` (`setup pubsub`)",
         "120s"
     ),
     setting!(
@@ -388,7 +388,7 @@ pub const SETTINGS: &[Setting] = &[
         "ECOM_PUBSUB_MAX_LEASE_EXTENSION",
         "--pubsub-max-lease-extension",
         Text,
-        "`60s`",
+        "`1m`",
         "30s"
     ),
     setting!(
@@ -552,6 +552,10 @@ mod tests {
         })
     }
 
+    fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+        v.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
+    }
+
     /// The value at `key` in the resolved configuration, as text.
     fn shown(c: &Config, key: &str) -> String {
         match key {
@@ -559,34 +563,43 @@ mod tests {
             "store" => format!("{:?}", c.store).to_lowercase(),
             "store_dir" => c.store_dir.display().to_string(),
             "projector_batch" => c.projector_batch.to_string(),
-            "projector_concurrency" => format!("{:?}", c.projector_concurrency),
+            "projector_concurrency" => opt(c.projector_concurrency),
             "metrics_addr" => c.metrics_addr.clone(),
             "cassandra.contact_points" => c.cassandra.contact_points.join(","),
             "cassandra.keyspace" => c.cassandra.keyspace.clone(),
-            "cassandra.username" => format!("{:?}", c.cassandra.username),
+            "cassandra.username" => opt(c.cassandra.username.as_ref()),
             "cassandra.password" => c
                 .cassandra
                 .password
                 .as_ref()
                 .map(|p| p.expose_secret().to_owned())
-                .unwrap_or_default(),
+                .unwrap_or_else(|| "none".into()),
             "cassandra.consistency" => format!("{:?}", c.cassandra.consistency),
             "cassandra.serial_consistency" => format!("{:?}", c.cassandra.serial_consistency),
             "cassandra.max_in_flight" => c.cassandra.max_in_flight.to_string(),
             "cassandra.tls" => c.cassandra.tls.to_string(),
-            "cassandra.tls_ca_file" => format!("{:?}", c.cassandra.tls_ca_file),
-            "cassandra.request_timeout" => format!("{:?}", c.cassandra.request_timeout),
+            "cassandra.tls_ca_file" => opt(c.cassandra.tls_ca_file.as_ref().map(|p| p.display())),
+            "cassandra.request_timeout" => {
+                humantime::format_duration(c.cassandra.request_timeout).to_string()
+            }
+            "pubsub.project" if c.pubsub.project.is_empty() => "none".into(),
             "pubsub.project" => c.pubsub.project.clone(),
-            "pubsub.ack_deadline" => format!("{:?}", c.pubsub.ack_deadline),
+            "pubsub.ack_deadline" => humantime::format_duration(c.pubsub.ack_deadline).to_string(),
             "pubsub.exactly_once" => c.pubsub.exactly_once.to_string(),
             "pubsub.message_ordering" => c.pubsub.message_ordering.to_string(),
-            "pubsub.dead_letter_max_attempts" => format!("{:?}", c.pubsub.dead_letter_max_attempts),
+            "pubsub.dead_letter_max_attempts" => opt(c.pubsub.dead_letter_max_attempts),
             "pubsub.max_outstanding_messages" => c.pubsub.max_outstanding_messages.to_string(),
             "pubsub.max_outstanding_bytes" => c.pubsub.max_outstanding_bytes.to_string(),
-            "pubsub.max_lease_extension" => format!("{:?}", c.pubsub.max_lease_extension),
-            "pubsub.max_lease" => format!("{:?}", c.pubsub.max_lease),
-            "pubsub.publish_timeout" => format!("{:?}", c.pubsub.publish_timeout),
-            "pubsub.shutdown_timeout" => format!("{:?}", c.pubsub.shutdown_timeout),
+            "pubsub.max_lease_extension" => {
+                humantime::format_duration(c.pubsub.max_lease_extension).to_string()
+            }
+            "pubsub.max_lease" => humantime::format_duration(c.pubsub.max_lease).to_string(),
+            "pubsub.publish_timeout" => {
+                humantime::format_duration(c.pubsub.publish_timeout).to_string()
+            }
+            "pubsub.shutdown_timeout" => {
+                humantime::format_duration(c.pubsub.shutdown_timeout).to_string()
+            }
             other => panic!("setting {other} has no accessor in this test: add it"),
         }
     }
@@ -644,6 +657,31 @@ mod tests {
                 by_flag, by_file,
                 "{}: {} disagrees with the file",
                 s.key, s.flag
+            );
+        }
+    }
+
+    /// What a README default and a resolved value have in common: no
+    /// backticks, no `_`, lower case (`LOCAL_QUORUM` vs `LocalQuorum`).
+    fn normalized(s: &str) -> String {
+        s.replace(['`', '_'], "").to_lowercase()
+    }
+
+    #[test]
+    fn the_readme_defaults_are_the_real_defaults() {
+        let default = Config::resolve(&Sources {
+            file: None,
+            env: &no_env,
+            flags: vec![],
+        })
+        .unwrap();
+        for s in SETTINGS {
+            let real = normalized(&shown(&default, s.key));
+            assert!(
+                normalized(s.default).starts_with(&real),
+                "{}: the README says the default is {:?}, it is {real:?}",
+                s.key,
+                s.default
             );
         }
     }
