@@ -92,6 +92,21 @@ impl Archive {
         Archive::new(Arc::new(store), instance)
     }
 
+    /// The archive of `instance` at `location`, as the `archive` setting
+    /// gives it: a directory, or `file:///path`.
+    pub fn open(location: &str, instance: &str) -> Result<Archive, ArchiveError> {
+        let dir = match location.split_once("://") {
+            None => location,
+            Some(("file", path)) => path,
+            Some(_) => {
+                return Err(ArchiveError::UnsupportedLocation {
+                    location: location.to_string(),
+                });
+            }
+        };
+        Archive::local(FsPath::new(dir), instance)
+    }
+
     pub fn instance(&self) -> &str {
         &self.instance
     }

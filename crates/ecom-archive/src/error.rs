@@ -18,6 +18,12 @@ pub enum ArchiveError {
     )]
     InvalidInstance { instance: String },
 
+    /// An archive location this build cannot open.
+    #[error(
+        "archive location {location:?}: object storage URLs (gs://, s3://) are not built into this release yet; give a directory (or file:///path)"
+    )]
+    UnsupportedLocation { location: String },
+
     /// The local archive directory could not be created or opened.
     #[error(
         "cannot use {dir} as the archive directory: {source}; check that the path is a writable directory"

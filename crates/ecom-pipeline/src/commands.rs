@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::config::{Config, StoreKind};
 use crate::demo::{self, DemoArgs};
 use crate::progress::Reporter;
+use ecom_projector::ArchivedHistory;
 pub use ecom_service::{StatusReport, status_from_log};
 
 /// Runs `$body` with `$s: Arc<impl FactStore>` opened as configured.
@@ -147,9 +148,14 @@ pub async fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
-    /// Log directories to rebuild from (default: the configured log dir).
+    /// Log directories to rebuild from (default: the configured log dir,
+    /// unless --from-archive is given).
     #[arg(long = "from-log", value_name = "DIR")]
     pub from_log: Vec<PathBuf>,
+    /// Instances whose archive (in the configured --archive) to rebuild
+    /// from, e.g. one whose log was lost.
+    #[arg(long = "from-archive", value_name = "INSTANCE")]
+    pub from_archive: Vec<String>,
     /// Empty the target store first if it is not empty.
     #[arg(long)]
     pub truncate: bool,
@@ -157,12 +163,44 @@ pub struct ReplayArgs {
     pub json: bool,
 }
 
-fn log_dirs(cfg: &Config, given: &[PathBuf]) -> Vec<PathBuf> {
-    if given.is_empty() {
+fn log_dirs(cfg: &Config, given: &[PathBuf], archives: &[String]) -> Vec<PathBuf> {
+    if given.is_empty() && archives.is_empty() {
         vec![cfg.log_dir.clone()]
     } else {
         given.to_vec()
     }
+}
+
+/// The histories replay and verify fold: each log, then each archived
+/// instance (its archive alone: its log is gone or elsewhere).
+async fn histories(
+    cfg: &Config,
+    from_log: &[PathBuf],
+    from_archive: &[String],
+) -> anyhow::Result<Vec<ArchivedHistory>> {
+    let mut out = Vec::new();
+    for log in open_logs(&log_dirs(cfg, from_log, from_archive))? {
+        out.push(ArchivedHistory::new(
+            &log.dir().display().to_string(),
+            Vec::new(),
+            Some(log),
+        )?);
+    }
+    if !from_archive.is_empty() {
+        let location = cfg.archive.as_deref().context(
+            "--from-archive needs the archive's location: pass --archive DIR or set ECOM_ARCHIVE",
+        )?;
+        for instance in from_archive {
+            let archive = ecom_archive::Archive::open(location, instance)?;
+            let entries = archive.read_entries().await?;
+            anyhow::ensure!(
+                !entries.is_empty(),
+                "the archive in {location} holds nothing for instance {instance:?} (the names it holds are the directories under it)"
+            );
+            out.push(ArchivedHistory::new(instance, entries, None)?);
+        }
+    }
+    Ok(out)
 }
 
 fn open_logs(dirs: &[PathBuf]) -> anyhow::Result<Vec<Log>> {
@@ -175,7 +213,7 @@ fn open_logs(dirs: &[PathBuf]) -> anyhow::Result<Vec<Log>> {
 }
 
 pub async fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
-    let logs = open_logs(&log_dirs(cfg, &args.from_log))?;
+    let logs = histories(cfg, &args.from_log, &args.from_archive).await?;
     let progress = Reporter::new("replay");
     let report = with_store!(cfg, |store| ecom_projector::replay(
         &logs,
@@ -206,15 +244,20 @@ pub async fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode>
 
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
-    /// Log directories whose fold the store must equal (default: the configured log dir).
+    /// Log directories whose fold the store must equal (default: the
+    /// configured log dir, unless --from-archive is given).
     #[arg(long = "from-log", value_name = "DIR")]
     pub from_log: Vec<PathBuf>,
+    /// Instances whose archive (in the configured --archive) the store's
+    /// content also comes from.
+    #[arg(long = "from-archive", value_name = "INSTANCE")]
+    pub from_archive: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }
 
 pub async fn verify(cfg: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let logs = open_logs(&log_dirs(cfg, &args.from_log))?;
+    let logs = histories(cfg, &args.from_log, &args.from_archive).await?;
     let progress = Reporter::new("verify");
     let report = with_store!(cfg, |store| ecom_projector::verify(
         &logs,
@@ -246,6 +289,7 @@ pub async fn verify(cfg: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode>
         }
         let lag: u64 = logs
             .iter()
+            .filter_map(|h| h.tail())
             .map(|l| l.next_seq().saturating_sub(l.checkpoint()))
             .sum();
         if lag > 0 && report.differences > 0 {
@@ -414,6 +458,19 @@ pub enum LogCommand {
         #[arg(long)]
         into: PathBuf,
     },
+    /// Seal the projected entries (below the checkpoint) and the quarantine
+    /// into the archive (--archive), as immutable gzip JSON-lines segments
+    /// with manifests, under this instance's name (--instance). Run it
+    /// again at will: it continues where the archive ends. Stop the
+    /// pipeline first (one process owns a log).
+    Archive {
+        /// The log directory (default: the configured log dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Most records per segment file.
+        #[arg(long, default_value_t = std::num::NonZeroUsize::new(100_000).expect("non-zero"))]
+        segment_entries: std::num::NonZeroUsize,
+    },
 }
 
 pub async fn log(cfg: &Config, cmd: LogCommand) -> anyhow::Result<ExitCode> {
@@ -445,6 +502,45 @@ pub async fn log(cfg: &Config, cmd: LogCommand) -> anyhow::Result<ExitCode> {
                 into.display()
             );
             return Ok(ExitCode::from(1));
+        }
+        LogCommand::Archive {
+            dir,
+            segment_entries,
+        } => {
+            let dir = dir.unwrap_or_else(|| cfg.log_dir.clone());
+            let location = cfg.archive.as_deref().context(
+                "no archive configured: pass --archive DIR or set ECOM_ARCHIVE (file key `archive`)",
+            )?;
+            let instance = if cfg.instance.is_some() {
+                cfg.instance_name()
+            } else {
+                Config {
+                    log_dir: dir.clone(),
+                    ..cfg.clone()
+                }
+                .instance_name()
+            };
+            let log = open_log(&dir)?;
+            let archive = ecom_archive::Archive::open(location, &instance)?;
+            let report = archive
+                .seal(&log, log.checkpoint(), segment_entries)
+                .await?;
+            println!(
+                "archived {} entries in {} segment(s) and {} quarantined messages in {} segment(s) of {} into {location} as instance {instance}; archived up to entry {} (checkpoint {})",
+                report.entries_sealed(),
+                report.entries.len(),
+                report.quarantine_sealed(),
+                report.quarantine.len(),
+                dir.display(),
+                archive
+                    .archived_upto(ecom_archive::SegmentKind::Entries)
+                    .await?,
+                log.checkpoint()
+            );
+            for removed in &report.removed_incomplete {
+                println!("  removed an incomplete segment: {removed}");
+            }
+            return Ok(ExitCode::SUCCESS);
         }
         LogCommand::Upgrade { dir } => {
             let dir = dir.unwrap_or_else(|| cfg.log_dir.clone());

@@ -88,6 +88,13 @@ pub struct GlobalArgs {
     /// `metrics_addr`); `off` disables the endpoint.
     #[arg(long, global = true)]
     pub metrics_addr: Option<String>,
+    /// Where logs are archived: a directory (or file:///path).
+    #[arg(long, global = true)]
+    pub archive: Option<String>,
+    /// This instance's name in the archive (default: the host name and the
+    /// log directory's name).
+    #[arg(long, global = true)]
+    pub instance: Option<String>,
     /// Cassandra contact points, comma-separated host:port.
     #[arg(long, global = true)]
     pub cassandra: Option<String>,
@@ -136,6 +143,10 @@ pub struct Config {
     pub projector_concurrency: Option<usize>,
     /// `host:port` or `off`.
     pub metrics_addr: String,
+    /// Archive location (`None`: no archive).
+    pub archive: Option<String>,
+    /// Name in the archive (`None`: host name and log directory name).
+    pub instance: Option<String>,
     pub cassandra: CassandraConfig,
     pub pubsub: PubSubConfig,
 }
@@ -149,6 +160,8 @@ impl Default for Config {
             projector_batch: 1024,
             projector_concurrency: None,
             metrics_addr: "127.0.0.1:9464".to_owned(),
+            archive: None,
+            instance: None,
             cassandra: CassandraConfig::default(),
             pubsub: PubSubConfig::default(),
         }
@@ -246,6 +259,22 @@ pub const SETTINGS: &[Setting] = &[
         Text,
         "`127.0.0.1:9464` (`off` disables)",
         "0.0.0.0:9464"
+    ),
+    setting!(
+        "archive",
+        "ECOM_ARCHIVE",
+        "--archive",
+        Text,
+        "none (a directory or file:///path; `log archive` seals into it)",
+        "/var/lib/ecom/archive"
+    ),
+    setting!(
+        "instance",
+        "ECOM_INSTANCE",
+        "--instance",
+        Text,
+        "none: `<host name>-<log directory name>`",
+        "shop-eu-1"
     ),
     setting!(
         "cassandra.contact_points",
@@ -465,6 +494,37 @@ impl Sources<'_> {
 }
 
 impl Config {
+    /// This instance's name in the archive: the `instance` setting, or the
+    /// host name and the log directory's name (unique per host and log,
+    /// stable across restarts), with anything but ASCII letters, digits,
+    /// `.`, `_` and `-` replaced by `-`.
+    pub fn instance_name(&self) -> String {
+        let name = self.instance.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "host".into());
+            let dir = self
+                .log_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "log".into());
+            format!("{host}-{dir}")
+        });
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect::<String>()
+            .trim_start_matches('.')
+            .to_owned()
+    }
+
     /// Defaults < file < environment < flags, deserialized.
     pub fn resolve(sources: &Sources<'_>) -> anyhow::Result<Config> {
         let mut fig = Figment::new();
@@ -565,6 +625,8 @@ mod tests {
             "projector_batch" => c.projector_batch.to_string(),
             "projector_concurrency" => opt(c.projector_concurrency),
             "metrics_addr" => c.metrics_addr.clone(),
+            "archive" => opt(c.archive.as_ref()),
+            "instance" => opt(c.instance.as_ref()),
             "cassandra.contact_points" => c.cassandra.contact_points.join(","),
             "cassandra.keyspace" => c.cassandra.keyspace.clone(),
             "cassandra.username" => opt(c.cassandra.username.as_ref()),

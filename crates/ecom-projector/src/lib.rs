@@ -18,7 +18,9 @@ pub mod replay;
 pub use apply::{Applier, Notification};
 pub use ecom_core::ApplyStats;
 pub use projector::{Projector, ProjectorOptions, ProjectorState, ProjectorStatus};
-pub use replay::{ReplayError, ReplayReport, VerifyReport, fold_logs, replay, verify};
+pub use replay::{
+    ArchivedHistory, History, ReplayError, ReplayReport, VerifyReport, fold_logs, replay, verify,
+};
 
 /// The failpoints this build has (none without the cargo feature
 /// `failpoints`), in the order a run meets them: between the store's

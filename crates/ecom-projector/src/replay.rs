@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use ecom_core::{FinalState, Model, Progress, ProgressFn, decode};
 use ecom_core::{ViewWrite, view_ts};
-use ecom_log::Log;
+use ecom_log::{Log, LogEntry};
 use ecom_store::{FactStore, StoreError, now_ms, snapshot};
 use serde::Serialize;
 
@@ -29,6 +29,126 @@ pub enum ReplayError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Log(#[from] ecom_log::LogError),
+    /// An archive and a log given as one instance's history do not fit.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// An instance's history, in sequence order from 0: what replay and verify
+/// fold. A [`Log`] is one; [`ArchivedHistory`] is an archive's entries
+/// followed by the log's tail.
+pub trait History {
+    /// Up to `max` entries from sequence `from`, in order; empty at the end.
+    fn read_from(&self, from: u64, max: usize) -> Result<Vec<LogEntry>, ReplayError>;
+    /// How many entries it holds (for progress).
+    fn entries(&self) -> u64;
+    /// Everything it holds is in the store now (after a replay): a log's
+    /// checkpoint may move forward (never back) so `run` does not redo it.
+    fn mark_replayed(&self) -> Result<(), ReplayError>;
+}
+
+fn checkpoint_to_end(log: &Log) -> Result<(), ReplayError> {
+    let end = log.next_seq();
+    if log.checkpoint() < end {
+        log.set_checkpoint(end)?;
+    }
+    Ok(())
+}
+
+impl History for Log {
+    fn read_from(&self, from: u64, max: usize) -> Result<Vec<LogEntry>, ReplayError> {
+        Ok(Log::read_from(self, from, max)?)
+    }
+
+    fn entries(&self) -> u64 {
+        self.stats().entries
+    }
+
+    fn mark_replayed(&self) -> Result<(), ReplayError> {
+        checkpoint_to_end(self)
+    }
+}
+
+/// One instance's archived entries (sequences `0..n`, read from its
+/// archive by the caller), then its log from `n` on, if the log still
+/// exists: how an instance whose log was lost, or (later) pruned, is
+/// replayed. This crate does not read archives itself (see ARCHITECTURE.md,
+/// crate edges); the binary reads them with `ecom-archive`.
+pub struct ArchivedHistory {
+    name: String,
+    archived: Vec<LogEntry>,
+    tail: Option<Log>,
+}
+
+impl ArchivedHistory {
+    /// Checks that `archived` is sequences `0..n` without a gap and, with a
+    /// `tail`, that the log reaches at least `n` and holds the same message
+    /// at `n - 1` (so an archive is not paired with another instance's
+    /// log). `name` says which instance, in errors.
+    pub fn new(
+        name: &str,
+        archived: Vec<LogEntry>,
+        tail: Option<Log>,
+    ) -> Result<Self, ReplayError> {
+        if let Some((i, e)) = archived
+            .iter()
+            .enumerate()
+            .find(|(i, e)| e.seq != *i as u64)
+        {
+            return Err(ReplayError::Mismatch(format!(
+                "the archive of {name} is not contiguous: entry {i} has sequence {}; run `log verify` on its archive",
+                e.seq
+            )));
+        }
+        if let (Some(log), Some(last)) = (&tail, archived.last()) {
+            let theirs = Log::read_from(log, last.seq, 1)?;
+            let same = theirs.first().is_some_and(|e| e.message == last.message);
+            if !same {
+                return Err(ReplayError::Mismatch(format!(
+                    "the archive of {name} does not match the log in {}: the archive's entry {} is not the log's (is this the archive of that log's instance?)",
+                    log.dir().display(),
+                    last.seq
+                )));
+            }
+        }
+        Ok(ArchivedHistory {
+            name: name.to_owned(),
+            archived,
+            tail,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The log after the archive, if there is one.
+    pub fn tail(&self) -> Option<&Log> {
+        self.tail.as_ref()
+    }
+}
+
+impl History for ArchivedHistory {
+    fn read_from(&self, from: u64, max: usize) -> Result<Vec<LogEntry>, ReplayError> {
+        let n = self.archived.len() as u64;
+        if from < n {
+            let end = (from + max as u64).min(n);
+            return Ok(self.archived[from as usize..end as usize].to_vec());
+        }
+        match &self.tail {
+            Some(log) => Ok(Log::read_from(log, from, max)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn entries(&self) -> u64 {
+        let tail = self.tail.as_ref().map_or(0, |l| l.next_seq());
+        tail.max(self.archived.len() as u64)
+    }
+
+    fn mark_replayed(&self) -> Result<(), ReplayError> {
+        self.tail.as_ref().map_or(Ok(()), checkpoint_to_end)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -48,9 +168,12 @@ pub struct ReplayReport {
 /// Folds every entry of `logs` into a model. `progress` hears the entries
 /// read so far (`"entries read"`, of all the logs' entries), every few
 /// thousand entries.
-pub fn fold_logs(logs: &[Log], progress: ProgressFn<'_>) -> Result<(Model, u64, u64), ReplayError> {
+pub fn fold_logs<H: History>(
+    logs: &[H],
+    progress: ProgressFn<'_>,
+) -> Result<(Model, u64, u64), ReplayError> {
     const CHUNK: usize = 4096;
-    let total = logs.iter().map(|l| l.stats().entries).sum();
+    let total = logs.iter().map(|l| l.entries()).sum();
     let mut model = Model::new();
     let mut read = 0u64;
     let mut undecodable = 0u64;
@@ -90,8 +213,8 @@ pub fn fold_logs(logs: &[Log], progress: ProgressFn<'_>) -> Result<(Model, u64, 
 /// Every entry of every log is read, checksummed and folded *before* the
 /// store is touched: a damaged entry anywhere fails the replay with the store
 /// as it was, never emptied.
-pub async fn replay<S: FactStore>(
-    logs: &[Log],
+pub async fn replay<S: FactStore, H: History>(
+    logs: &[H],
     store: &S,
     truncate: bool,
     progress: ProgressFn<'_>,
@@ -141,10 +264,7 @@ pub async fn replay<S: FactStore>(
     // Everything in the logs is in the store now: the checkpoint may move
     // forward (never back) so `run` does not redo it.
     for log in logs {
-        let end = log.next_seq();
-        if log.checkpoint() < end {
-            log.set_checkpoint(end)?;
-        }
+        log.mark_replayed()?;
     }
     let elapsed_s = started.elapsed().as_secs_f64();
     Ok(ReplayReport {
@@ -229,8 +349,8 @@ impl VerifyReport {
 
 /// Compares `store` with the fold of `logs`, row by row. `progress` hears
 /// the entries read (reading the store back is one step, not reported).
-pub async fn verify<S: FactStore>(
-    logs: &[Log],
+pub async fn verify<S: FactStore, H: History>(
+    logs: &[H],
     store: &S,
     progress: ProgressFn<'_>,
 ) -> Result<VerifyReport, ReplayError> {

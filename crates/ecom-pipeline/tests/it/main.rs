@@ -1,5 +1,6 @@
 //! End-to-end tests of the `ecom-pipeline` binary on the embedded default.
 
+mod archive;
 mod bad_input;
 mod cli;
 mod crash;
