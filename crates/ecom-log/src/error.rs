@@ -11,6 +11,28 @@ use std::sync::Arc;
 /// group commit answers every caller in the group with the same error.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
+    /// Entries below `first_seq` were archived and pruned from this log.
+    #[error(
+        "entries below {first_seq} of the log in {} were archived and pruned (asked from {from}): read them from the archive (replay and verify with --archive)",
+        dir.display()
+    )]
+    Pruned {
+        dir: std::path::PathBuf,
+        from: u64,
+        first_seq: u64,
+    },
+
+    /// Pruning was asked for entries the projector has not applied.
+    #[error(
+        "cannot prune the log in {} below {seq}: the projector's checkpoint is {checkpoint}, and unprojected entries are never pruned",
+        dir.display()
+    )]
+    PruneBeyondCheckpoint {
+        dir: std::path::PathBuf,
+        seq: u64,
+        checkpoint: u64,
+    },
+
     /// A filesystem operation outside sled failed: creating the log
     /// directory, opening, locking or writing `<dir>/LOCK`, or the extra
     /// `fdatasync` of sled's files after a flush.

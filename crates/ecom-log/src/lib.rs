@@ -19,7 +19,10 @@
 //!   (see below). Reads run on the caller's thread, concurrently.
 //! - Every record is checksummed (CRC32, crc32fast) and versioned.
 //! - Entries get gap-free, monotonically increasing sequence numbers from 0.
-//!   Nothing is ever deleted (no retention yet): `stats().entries == next_seq`.
+//!   The only deletion is [`Log::prune_below`]: entries that were projected
+//!   and archived leave from the bottom, so the log holds
+//!   `first_seq..next_seq` (`stats().entries == next_seq - first_seq`); their
+//!   index keys stay, so their message ids still dedup.
 //! - A message is stored at most once per dedup key, its topic and message
 //!   id: Pub/Sub message ids are unique within a topic, not across topics,
 //!   so an order and a payment may share one. A message whose key is
@@ -48,6 +51,8 @@
 //!       "next_quarantine_seq"     u64 BE, next quarantine sequence number
 //!       "checkpoint"              u64 BE, next seq the projector must apply
 //!       "duplicates_message_id"   u64 BE, transport duplicates seen
+//!       "first_seq"               u64 BE, lowest entry held (absent: 0);
+//!                                 written with each pruned chunk
 //! ```
 //!
 //! Big-endian sequence numbers make sled's byte order the sequence order.
@@ -211,8 +216,9 @@ use tokio::sync::{oneshot, watch};
 pub use crate::error::LogError;
 use crate::lock::DirLock;
 use crate::record::{
-    FORMAT_1, FORMAT_VERSION, META_CHECKPOINT, META_DUPLICATES, META_FORMAT_VERSION,
-    META_NEXT_QUARANTINE_SEQ, META_NEXT_SEQ, RecordKind, entry_key, quarantine_key,
+    FORMAT_1, FORMAT_VERSION, META_CHECKPOINT, META_DUPLICATES, META_FIRST_SEQ,
+    META_FORMAT_VERSION, META_NEXT_QUARANTINE_SEQ, META_NEXT_SEQ, RecordKind, entry_key,
+    quarantine_key,
 };
 pub use crate::salvage::SalvageReport;
 pub use crate::upgrade::UpgradeReport;
@@ -307,8 +313,10 @@ pub struct Quarantined {
 /// Counters, as of the last durable group commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogStats {
-    /// Entries in the log (equal to `next_seq`: nothing is deleted).
+    /// Entries the log holds: `next_seq - first_seq`.
     pub entries: u64,
+    /// The lowest entry held (0 unless archived entries were pruned).
+    pub first_seq: u64,
     pub next_seq: u64,
     pub checkpoint: u64,
     /// Quarantined messages.
@@ -442,6 +450,7 @@ struct Meta {
     next_quarantine_seq: u64,
     checkpoint: u64,
     duplicates: u64,
+    first_seq: u64,
 }
 
 impl Log {
@@ -502,6 +511,7 @@ impl Log {
             dir: dir.to_path_buf(),
             next_seq: AtomicU64::new(meta.next_seq),
             next_quarantine_seq: AtomicU64::new(meta.next_quarantine_seq),
+            first_seq: AtomicU64::new(meta.first_seq),
             duplicates: AtomicU64::new(meta.duplicates),
             flushes: AtomicU64::new(0),
             checkpoint: Mutex::new(meta.checkpoint),
@@ -595,6 +605,14 @@ impl Log {
     /// verified. Only durable entries are returned (below [`Log::next_seq`]).
     pub fn read_from(&self, from_seq: u64, max: usize) -> Result<Vec<LogEntry>, LogError> {
         let dir = self.dir();
+        let first_seq = self.first_seq();
+        if from_seq < first_seq && max > 0 {
+            return Err(LogError::Pruned {
+                dir: dir.to_path_buf(),
+                from: from_seq,
+                first_seq,
+            });
+        }
         let end = self.next_seq();
         if from_seq >= end || max == 0 {
             return Ok(Vec::new());
@@ -649,6 +667,57 @@ impl Log {
     /// The next entry sequence number; every entry below it is durable.
     pub fn next_seq(&self) -> u64 {
         self.inner.shared.next_seq.load(Ordering::Acquire)
+    }
+
+    /// The lowest entry the log still holds (0 unless it was pruned).
+    pub fn first_seq(&self) -> u64 {
+        self.inner.shared.first_seq.load(Ordering::Acquire)
+    }
+
+    /// Removes the entries below `seq` (archived ones: the caller checked
+    /// that the archive holds them) and makes that durable. Their message
+    /// ids stay in the dedup index, so a redelivery is still dropped as a
+    /// duplicate. Only projected entries may go: `seq` beyond the
+    /// checkpoint is refused. Returns how many entries were removed.
+    ///
+    /// Deleted in ascending chunks, each one atomic with the new
+    /// `first_seq`, so a crash leaves a consistent log that a second call
+    /// completes. Readers below the new first entry get
+    /// [`LogError::Pruned`] from the moment this is called. Safe while
+    /// appends go on (they write other keys).
+    pub fn prune_below(&self, seq: u64) -> Result<u64, LogError> {
+        const CHUNK: u64 = 10_000;
+        let dir = self.dir();
+        let checkpoint = self.checkpoint();
+        if seq > checkpoint {
+            return Err(LogError::PruneBeyondCheckpoint {
+                dir: dir.to_path_buf(),
+                seq,
+                checkpoint,
+            });
+        }
+        let shared = &self.inner.shared;
+        let first = shared.first_seq.load(Ordering::Acquire);
+        if seq <= first {
+            return Ok(0);
+        }
+        shared.first_seq.fetch_max(seq, Ordering::AcqRel);
+        let mut from = first;
+        while from < seq {
+            let to = (from + CHUNK).min(seq);
+            let mut batch = sled::Batch::default();
+            for s in from..to {
+                batch.remove(&entry_key(s)[..]);
+            }
+            batch.insert(META_FIRST_SEQ, &to.to_be_bytes()[..]);
+            self.inner
+                .db
+                .apply_batch(batch)
+                .map_err(LogError::storage(dir))?;
+            from = to;
+        }
+        shared.flush_durably(&self.inner.db)?;
+        Ok(seq - first)
     }
 
     /// The next sequence number the projector must apply (0 initially).
@@ -731,7 +800,8 @@ impl Log {
         let shared = &self.inner.shared;
         let next_seq = self.next_seq();
         LogStats {
-            entries: next_seq,
+            entries: next_seq - self.first_seq(),
+            first_seq: self.first_seq(),
             next_seq,
             checkpoint: self.checkpoint(),
             rejected: shared.next_quarantine_seq.load(Ordering::Acquire),
@@ -885,7 +955,25 @@ fn load_or_init_meta(dir: &Path, db: &sled::Db, durability: &Durability) -> Resu
         next_quarantine_seq: read(META_NEXT_QUARANTINE_SEQ, "next_quarantine_seq")?,
         checkpoint: read(META_CHECKPOINT, "checkpoint")?,
         duplicates: read(META_DUPLICATES, "duplicates_message_id")?,
+        first_seq: match db.get(META_FIRST_SEQ).map_err(storage(dir))? {
+            None => 0,
+            Some(v) => record::u64_value(&v).ok_or_else(|| LogError::CorruptMeta {
+                dir: dir.to_path_buf(),
+                key: "first_seq",
+                reason: format!("expected 8 bytes, found {}", v.len()),
+            })?,
+        },
     };
+    if meta.first_seq > meta.checkpoint {
+        return Err(LogError::CorruptMeta {
+            dir: dir.to_path_buf(),
+            key: "first_seq",
+            reason: format!(
+                "entries are pruned up to {} but the checkpoint is {}: only projected entries are ever pruned",
+                meta.first_seq, meta.checkpoint
+            ),
+        });
+    }
     if meta.checkpoint > meta.next_seq {
         return Err(LogError::CorruptMeta {
             dir: dir.to_path_buf(),

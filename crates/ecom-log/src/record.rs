@@ -43,6 +43,9 @@ pub(crate) const META_NEXT_SEQ: &[u8] = b"mnext_seq";
 pub(crate) const META_NEXT_QUARANTINE_SEQ: &[u8] = b"mnext_quarantine_seq";
 pub(crate) const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 pub(crate) const META_DUPLICATES: &[u8] = b"mduplicates_message_id";
+/// The lowest entry still held (absent: 0). Entries below it were archived
+/// and pruned ([`crate::Log::prune_below`]); their index keys stay.
+pub(crate) const META_FIRST_SEQ: &[u8] = b"mfirst_seq";
 
 /// Which keyspace a sequence number belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

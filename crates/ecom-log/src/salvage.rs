@@ -120,7 +120,12 @@ fn read_all(dir: &Path, db: &sled::Db) -> Result<Readable, LogError> {
         (RecordKind::Entry, ENTRY),
         (RecordKind::Quarantine, QUARANTINE),
     ] {
-        let mut expected = 0u64;
+        // Entries below `first_seq` were archived and pruned, not lost: the
+        // archive holds them (replay --from-archive with the salvaged log).
+        let mut expected = match kind {
+            RecordKind::Entry => read_meta(record::META_FIRST_SEQ)?.unwrap_or(0),
+            RecordKind::Quarantine => 0,
+        };
         for kv in db.scan_prefix([prefix]) {
             let (key, value) = kv.map_err(storage(dir))?;
             let Some(seq) = record::parse_seq_key(&key) else {

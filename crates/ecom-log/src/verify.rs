@@ -12,8 +12,8 @@ use std::path::Path;
 use ecom_core::Topic;
 
 use crate::record::{
-    self, ENTRY, INDEX, META_CHECKPOINT, META_NEXT_QUARANTINE_SEQ, META_NEXT_SEQ, QUARANTINE,
-    RecordKind, entry_key, parse_index_key, parse_index_value, parse_seq_key, seq_key,
+    self, ENTRY, INDEX, META_CHECKPOINT, META_FIRST_SEQ, META_NEXT_QUARANTINE_SEQ, META_NEXT_SEQ,
+    QUARANTINE, RecordKind, entry_key, parse_index_key, parse_index_value, parse_seq_key, seq_key,
 };
 use crate::{LogError, VerifyReport};
 
@@ -78,6 +78,9 @@ fn read_u64(dir: &Path, tree: &sled::Tree, key: &[u8]) -> Result<Option<u64>, Lo
 /// undecodable).
 struct Scanned {
     checked: u64,
+    /// The first sequence scanned (entries below were pruned).
+    first: u64,
+    /// Dedup-key hashes of sequences `first..`.
     ids: Vec<Option<u64>>,
 }
 
@@ -94,6 +97,7 @@ fn scan(
     tree: &sled::Tree,
     kind: RecordKind,
     next_key: &[u8],
+    first: u64,
     problems: &mut Vec<String>,
 ) -> Result<Scanned, LogError> {
     let prefix = match kind {
@@ -114,10 +118,16 @@ fn scan(
             problems.push(format!("{kind} seq {seq} is implausibly large"));
             continue;
         }
-        let expected = ids.len() as u64;
+        if seq < first {
+            problems.push(format!(
+                "{kind} seq {seq} is still present although the log was pruned below {first}"
+            ));
+            continue;
+        }
+        let expected = first + ids.len() as u64;
         if seq > expected {
             problems.push(missing(kind, expected, seq - 1));
-            ids.resize(seq as usize, None);
+            ids.resize((seq - first) as usize, None);
         }
         let (topic, id) = match record::decode_dedup_key(kind, &value) {
             Ok(key) => key,
@@ -148,7 +158,7 @@ fn scan(
         }
         ids.push(Some(key_hash(topic, &id)));
     }
-    let seen = ids.len() as u64;
+    let seen = first + ids.len() as u64;
     if seen < next_before {
         problems.push(missing(kind, seen, next_before - 1));
     }
@@ -159,7 +169,11 @@ fn scan(
             seen - 1
         ));
     }
-    Ok(Scanned { checked, ids })
+    Ok(Scanned {
+        checked,
+        first,
+        ids,
+    })
 }
 
 fn missing(kind: RecordKind, from: u64, to: u64) -> String {
@@ -172,12 +186,21 @@ fn missing(kind: RecordKind, from: u64, to: u64) -> String {
 
 pub(crate) fn verify(dir: &Path, tree: &sled::Tree) -> Result<VerifyReport, LogError> {
     let mut problems = Vec::new();
-    let entries = scan(dir, tree, RecordKind::Entry, META_NEXT_SEQ, &mut problems)?;
+    let first_seq = read_u64(dir, tree, META_FIRST_SEQ)?.unwrap_or(0);
+    let entries = scan(
+        dir,
+        tree,
+        RecordKind::Entry,
+        META_NEXT_SEQ,
+        first_seq,
+        &mut problems,
+    )?;
     let quarantine = scan(
         dir,
         tree,
         RecordKind::Quarantine,
         META_NEXT_QUARANTINE_SEQ,
+        0,
         &mut problems,
     )?;
 
@@ -204,7 +227,14 @@ pub(crate) fn verify(dir: &Path, tree: &sled::Tree) -> Result<VerifyReport, LogE
             RecordKind::Entry => &entries,
             RecordKind::Quarantine => &quarantine,
         };
-        let stored = match usize::try_from(seq).ok().and_then(|s| scanned.ids.get(s)) {
+        // Pruned: archived, its id kept for dedup. Nothing to compare.
+        if seq < scanned.first {
+            continue;
+        }
+        let stored = match usize::try_from(seq - scanned.first)
+            .ok()
+            .and_then(|s| scanned.ids.get(s))
+        {
             Some(Some(hash)) if *hash == key_hash(topic, id) => continue,
             Some(Some(_)) => Some(Err("holds a different message id or topic".to_string())),
             // Missing or corrupt: already reported by the scan.

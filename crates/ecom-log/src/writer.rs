@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) next_seq: AtomicU64,
     /// Durable next quarantine sequence number (= quarantined messages).
     pub(crate) next_quarantine_seq: AtomicU64,
+    /// The lowest entry still held; entries below were pruned.
+    pub(crate) first_seq: AtomicU64,
     pub(crate) duplicates: AtomicU64,
     /// Durable flushes performed (group commits and `Log::flush`).
     pub(crate) flushes: AtomicU64,

@@ -171,6 +171,21 @@ fn log_dirs(cfg: &Config, given: &[PathBuf], archives: &[String]) -> Vec<PathBuf
     }
 }
 
+/// The file in a log directory naming its instance in the archive, written
+/// by `log archive`: a pruned log finds its beginning through it.
+const ARCHIVE_INSTANCE_FILE: &str = "ARCHIVE_INSTANCE";
+
+fn archived_instance(log_dir: &Path) -> anyhow::Result<String> {
+    let path = log_dir.join(ARCHIVE_INSTANCE_FILE);
+    let name = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {}: it names this log's instance in the archive (written by `log archive`)",
+            path.display()
+        )
+    })?;
+    Ok(name.trim().to_owned())
+}
+
 /// The histories replay and verify fold: each log, then each archived
 /// instance (its archive alone: its log is gone or elsewhere).
 async fn histories(
@@ -180,11 +195,23 @@ async fn histories(
 ) -> anyhow::Result<Vec<ArchivedHistory>> {
     let mut out = Vec::new();
     for log in open_logs(&log_dirs(cfg, from_log, from_archive))? {
-        out.push(ArchivedHistory::new(
-            &log.dir().display().to_string(),
-            Vec::new(),
-            Some(log),
-        )?);
+        let name = log.dir().display().to_string();
+        if log.first_seq() == 0 {
+            out.push(ArchivedHistory::new(&name, Vec::new(), Some(log))?);
+            continue;
+        }
+        // Pruned: its beginning is in its archive.
+        let location = cfg.archive.as_deref().with_context(|| {
+            format!(
+                "the log in {name} was archived and pruned below entry {}: pass --archive DIR (or set ECOM_ARCHIVE) so its archive is read too",
+                log.first_seq()
+            )
+        })?;
+        let instance = archived_instance(log.dir())?;
+        let archived = ecom_archive::Archive::open(location, &instance)?
+            .read_entries()
+            .await?;
+        out.push(ArchivedHistory::new(&instance, archived, Some(log))?);
     }
     if !from_archive.is_empty() {
         let location = cfg.archive.as_deref().context(
@@ -471,6 +498,15 @@ pub enum LogCommand {
         #[arg(long, default_value_t = std::num::NonZeroUsize::new(100_000).expect("non-zero"))]
         segment_entries: std::num::NonZeroUsize,
     },
+    /// Remove from the log the entries its archive holds (read back and
+    /// checked first), below the checkpoint. Their message ids stay in the
+    /// log's dedup index. Replay and verify then read the archive and the
+    /// log together (pass --archive). Stop the pipeline first.
+    Prune {
+        /// The log directory (default: the configured log dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 pub async fn log(cfg: &Config, cmd: LogCommand) -> anyhow::Result<ExitCode> {
@@ -522,6 +558,18 @@ pub async fn log(cfg: &Config, cmd: LogCommand) -> anyhow::Result<ExitCode> {
             };
             let log = open_log(&dir)?;
             let archive = ecom_archive::Archive::open(location, &instance)?;
+            let named = dir.join(ARCHIVE_INSTANCE_FILE);
+            match std::fs::read_to_string(&named) {
+                Ok(before) if before.trim() != instance => anyhow::bail!(
+                    "the log in {} is archived as instance {:?}, not {instance:?}: pass --instance {:?}",
+                    dir.display(),
+                    before.trim(),
+                    before.trim()
+                ),
+                Ok(_) => {}
+                Err(_) => std::fs::write(&named, format!("{instance}\n"))
+                    .with_context(|| format!("cannot write {}", named.display()))?,
+            }
             let report = archive
                 .seal(&log, log.checkpoint(), segment_entries)
                 .await?;
@@ -540,6 +588,39 @@ pub async fn log(cfg: &Config, cmd: LogCommand) -> anyhow::Result<ExitCode> {
             for removed in &report.removed_incomplete {
                 println!("  removed an incomplete segment: {removed}");
             }
+            return Ok(ExitCode::SUCCESS);
+        }
+        LogCommand::Prune { dir } => {
+            let dir = dir.unwrap_or_else(|| cfg.log_dir.clone());
+            let location = cfg.archive.as_deref().context(
+                "pruning removes only what the archive holds: pass --archive DIR or set ECOM_ARCHIVE",
+            )?;
+            let instance = archived_instance(&dir)?;
+            let bytes_before = ecom_service::telemetry::dir_bytes(&dir);
+            let log = open_log(&dir)?;
+            let archive = ecom_archive::Archive::open(location, &instance)?;
+            // Read back what is about to leave the log: every segment from
+            // the log's first entry, checksums and counts checked.
+            let mut upto = log.first_seq();
+            for m in archive
+                .manifests(ecom_archive::SegmentKind::Entries)
+                .await?
+            {
+                if m.last_seq < log.first_seq() {
+                    continue;
+                }
+                archive.read_segment(&m).await?;
+                upto = m.last_seq + 1;
+            }
+            let upto = upto.min(log.checkpoint());
+            let removed = log.prune_below(upto)?;
+            drop(log);
+            println!(
+                "pruned {removed} archived entries from {}: it now holds entries from {upto}; {} bytes before, {} after (sled returns space as its segments empty)",
+                dir.display(),
+                bytes_before,
+                ecom_service::telemetry::dir_bytes(&dir)
+            );
             return Ok(ExitCode::SUCCESS);
         }
         LogCommand::Upgrade { dir } => {

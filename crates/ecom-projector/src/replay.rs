@@ -100,7 +100,22 @@ impl ArchivedHistory {
                 e.seq
             )));
         }
-        if let (Some(log), Some(last)) = (&tail, archived.last()) {
+        let n = archived.len() as u64;
+        if let Some(log) = &tail
+            && log.first_seq() > n
+        {
+            return Err(ReplayError::Mismatch(format!(
+                "the log in {} was pruned below entry {} but the archive of {name} ends at {n}: entries {n}..{} are in neither (was the archive moved, or is this another instance's archive?)",
+                log.dir().display(),
+                log.first_seq(),
+                log.first_seq()
+            )));
+        }
+        // Where both hold an entry, the last archived one must be the log's:
+        // an archive paired with another instance's log is refused.
+        if let (Some(log), Some(last)) = (&tail, archived.last())
+            && last.seq >= log.first_seq()
+        {
             let theirs = Log::read_from(log, last.seq, 1)?;
             let same = theirs.first().is_some_and(|e| e.message == last.message);
             if !same {

@@ -11,6 +11,7 @@ mod file_damage;
 mod full_disk;
 mod group_commit;
 mod lock;
+mod prune;
 mod quarantine;
 mod support;
 mod upgrade;
