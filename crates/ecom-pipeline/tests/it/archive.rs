@@ -25,20 +25,46 @@ fn data_files(archive: &Path, instance: &str) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// A temporary directory with a log, a store and an archive in it, and
+/// `ecom-pipeline` run against the three.
+struct Fixture {
+    tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.tmp.path().join(name).display().to_string()
+    }
+
+    /// `ecom-pipeline <extra> --log-dir … --store-dir … --archive …`.
+    fn with(&self, extra: &[&str]) -> std::process::Output {
+        let (log, store, archive) = (self.path("log"), self.path("store"), self.path("archive"));
+        run_with(
+            extra,
+            &[
+                "--log-dir",
+                &log,
+                "--store-dir",
+                &store,
+                "--archive",
+                &archive,
+            ],
+        )
+    }
+}
+
 #[test]
 fn an_archived_instance_rebuilds_the_store_its_log_built_and_damage_is_named() {
-    let tmp = tempfile::tempdir().unwrap();
-    let p = |name: &str| tmp.path().join(name).display().to_string();
-    let (log, store, archive) = (p("log"), p("store"), p("archive"));
-    let base = [
-        "--log-dir",
-        &log,
-        "--store-dir",
-        &store,
-        "--archive",
-        &archive,
-    ];
-    let with = |extra: &[&str]| run_with(extra, &base);
+    let fx = Fixture::new();
+    let p = |name: &str| fx.path(name);
+    let (log, archive) = (p("log"), p("archive"));
+    let with = |extra: &[&str]| fx.with(extra);
     let ran = with(&["run", "--orders", "1500", "--stop-after-idle", "1s"]);
     assert!(ran.status.success(), "{}", stderr(&ran));
     let status = json(&with(&["status", "--json"]));
@@ -143,18 +169,10 @@ fn an_archived_instance_rebuilds_the_store_its_log_built_and_damage_is_named() {
 
 #[test]
 fn a_pruned_log_with_its_archive_replays_and_verifies_as_before_and_without_it_says_so() {
-    let tmp = tempfile::tempdir().unwrap();
-    let p = |name: &str| tmp.path().join(name).display().to_string();
+    let fx = Fixture::new();
+    let p = |name: &str| fx.path(name);
     let (log, store, archive) = (p("log"), p("store"), p("archive"));
-    let base = [
-        "--log-dir",
-        &log,
-        "--store-dir",
-        &store,
-        "--archive",
-        &archive,
-    ];
-    let with = |extra: &[&str]| run_with(extra, &base);
+    let with = |extra: &[&str]| fx.with(extra);
     assert!(
         with(&["run", "--orders", "2000", "--stop-after-idle", "1s"])
             .status
