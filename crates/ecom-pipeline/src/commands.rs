@@ -734,7 +734,14 @@ pub async fn status(cfg: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode>
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("source:                {}", report.source);
-        println!("log entries:           {}", report.log_entries);
+        if report.first_seq > 0 {
+            println!(
+                "log entries:           {} (entries below {} archived and pruned)",
+                report.log_entries, report.first_seq
+            );
+        } else {
+            println!("log entries:           {}", report.log_entries);
+        }
         println!(
             "last sequence:         {}",
             report.last_seq.map(|s| s.to_string()).unwrap_or("-".into())

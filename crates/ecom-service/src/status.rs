@@ -20,6 +20,10 @@ pub struct StatusReport {
     pub source: String,
     pub running_pid: Option<u32>,
     pub log_entries: u64,
+    /// The lowest entry the log holds: entries below were archived and
+    /// pruned (`log prune`). 0 when nothing was pruned.
+    #[serde(default)]
+    pub first_seq: u64,
     pub last_seq: Option<u64>,
     pub checkpoint: u64,
     pub lag: u64,
@@ -57,6 +61,7 @@ pub fn status_from_log(log: &Log) -> StatusReport {
         source: "log".into(),
         running_pid: None,
         log_entries: s.entries,
+        first_seq: s.first_seq,
         last_seq: s.next_seq.checked_sub(1),
         checkpoint: s.checkpoint,
         lag: s.next_seq.saturating_sub(s.checkpoint),

@@ -197,6 +197,12 @@ fn a_pruned_log_with_its_archive_replays_and_verifies_as_before_and_without_it_s
     );
     let after = json(&with(&["status", "--json"]));
     assert_eq!(after["log_entries"], 0, "{after}");
+    assert_eq!(after["first_seq"], entries, "{after}");
+    let said = stdout(&with(&["status"]));
+    assert!(
+        said.contains(&format!("(entries below {entries} archived and pruned)")),
+        "{said}"
+    );
     assert_eq!(after["checkpoint"], before["checkpoint"], "{after}");
     assert!(with(&["log", "verify"]).status.success());
 
