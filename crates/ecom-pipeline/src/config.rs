@@ -589,10 +589,6 @@ mod tests {
 
     use super::*;
 
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
-
     fn resolve(
         file: Option<&Path>,
         env: &HashMap<&str, String>,
@@ -681,12 +677,7 @@ mod tests {
     #[test]
     fn every_setting_is_settable_by_file_environment_and_flag_alike() {
         let dir = tempfile::tempdir().unwrap();
-        let default = Config::resolve(&Sources {
-            file: None,
-            env: &no_env,
-            flags: vec![],
-        })
-        .unwrap();
+        let default = resolve(None, &HashMap::new(), &[]).unwrap();
         for s in SETTINGS {
             let before = shown(&default, s.key);
             let path = dir.path().join("c.toml");
@@ -731,12 +722,7 @@ mod tests {
 
     #[test]
     fn the_readme_defaults_are_the_real_defaults() {
-        let default = Config::resolve(&Sources {
-            file: None,
-            env: &no_env,
-            flags: vec![],
-        })
-        .unwrap();
+        let default = resolve(None, &HashMap::new(), &[]).unwrap();
         for s in SETTINGS {
             let real = normalized(&shown(&default, s.key));
             assert!(

@@ -52,6 +52,21 @@ mod ecom_ingest_like {
     }
 }
 
+/// [`replay`] of one log, nobody watching its progress.
+async fn replay_one<S: FactStore>(
+    log: &Log,
+    store: &S,
+    truncate: bool,
+) -> Result<ecom_projector::ReplayReport, ecom_projector::ReplayError> {
+    replay(
+        std::slice::from_ref(log),
+        store,
+        truncate,
+        &ecom_core::progress::ignore,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn projected_log_equals_the_model_and_replay_rebuilds_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,14 +100,7 @@ async fn projected_log_equals_the_model_and_replay_rebuilds_it() {
     assert!(report.clean(), "{report:?}");
 
     let rebuilt = SledStore::temporary().unwrap();
-    replay(
-        std::slice::from_ref(&log),
-        &rebuilt,
-        false,
-        &ecom_core::progress::ignore,
-    )
-    .await
-    .unwrap();
+    replay_one(&log, &rebuilt, false).await.unwrap();
     assert_eq!(snapshot(&rebuilt).await.unwrap(), actual);
 }
 
@@ -102,31 +110,10 @@ async fn replay_refuses_a_non_empty_store_without_truncate() {
     let log = Log::open(&dir.path().join("log"), LogOptions::default()).unwrap();
     append_all(&log, &messages(10, 2)).await;
     let store = SledStore::temporary().unwrap();
-    replay(
-        std::slice::from_ref(&log),
-        &store,
-        false,
-        &ecom_core::progress::ignore,
-    )
-    .await
-    .unwrap();
-    let err = replay(
-        std::slice::from_ref(&log),
-        &store,
-        false,
-        &ecom_core::progress::ignore,
-    )
-    .await
-    .unwrap_err();
+    replay_one(&log, &store, false).await.unwrap();
+    let err = replay_one(&log, &store, false).await.unwrap_err();
     assert!(err.to_string().contains("--truncate"), "{err}");
-    replay(
-        std::slice::from_ref(&log),
-        &store,
-        true,
-        &ecom_core::progress::ignore,
-    )
-    .await
-    .unwrap();
+    replay_one(&log, &store, true).await.unwrap();
     assert!(!store.is_empty().await.unwrap());
 }
 
@@ -143,14 +130,7 @@ async fn replay_with_truncate_leaves_the_store_alone_when_an_old_entry_is_damage
     {
         let log = Log::open(&path, LogOptions::default()).unwrap();
         append_all(&log, &msgs).await;
-        replay(
-            std::slice::from_ref(&log),
-            &store,
-            false,
-            &ecom_core::progress::ignore,
-        )
-        .await
-        .unwrap();
+        replay_one(&log, &store, false).await.unwrap();
         assert_eq!(log.checkpoint(), log.next_seq());
     }
     let before = snapshot(&store).await.unwrap();
@@ -165,14 +145,7 @@ async fn replay_with_truncate_leaves_the_store_alone_when_an_old_entry_is_damage
         db.flush().unwrap();
     }
     let log = Log::open(&path, LogOptions::default()).expect("the tail is intact, so it opens");
-    let err = replay(
-        std::slice::from_ref(&log),
-        &store,
-        true,
-        &ecom_core::progress::ignore,
-    )
-    .await
-    .unwrap_err();
+    let err = replay_one(&log, &store, true).await.unwrap_err();
     assert!(err.to_string().contains("seq 0"), "names the entry: {err}");
     assert_eq!(
         snapshot(&store).await.unwrap(),
