@@ -35,18 +35,7 @@ macro_rules! with_store {
 }
 
 pub fn open_embedded(cfg: &Config) -> anyhow::Result<SledStore> {
-    std::fs::create_dir_all(&cfg.store_dir).with_context(|| {
-        format!(
-            "cannot create the store directory {}",
-            cfg.store_dir.display()
-        )
-    })?;
-    SledStore::open(&cfg.store_dir).with_context(|| {
-        format!(
-            "cannot open the embedded store in {} (is a pipeline running on it? one process owns it)",
-            cfg.store_dir.display()
-        )
-    })
+    Ok(ecom_service::open_embedded(&cfg.store_dir)?)
 }
 
 /// The Cassandra driver configuration from the resolved settings.
@@ -547,15 +536,7 @@ pub async fn log(cfg: &Config, cmd: LogCommand) -> anyhow::Result<ExitCode> {
             let location = cfg.archive.as_deref().context(
                 "no archive configured: pass --archive DIR or set ECOM_ARCHIVE (file key `archive`)",
             )?;
-            let instance = if cfg.instance.is_some() {
-                cfg.instance_name()
-            } else {
-                Config {
-                    log_dir: dir.clone(),
-                    ..cfg.clone()
-                }
-                .instance_name()
-            };
+            let instance = cfg.instance_name(&dir);
             let log = open_log(&dir)?;
             let archive = ecom_archive::Archive::open(location, &instance)?;
             let named = dir.join(ARCHIVE_INSTANCE_FILE);

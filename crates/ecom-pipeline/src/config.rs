@@ -494,19 +494,18 @@ impl Sources<'_> {
 }
 
 impl Config {
-    /// This instance's name in the archive: the `instance` setting, or the
-    /// host name and the log directory's name (unique per host and log,
-    /// stable across restarts), with anything but ASCII letters, digits,
-    /// `.`, `_` and `-` replaced by `-`.
-    pub fn instance_name(&self) -> String {
+    /// The archive name of the instance whose log is `log_dir`: the
+    /// `instance` setting, or the host name and the log directory's name
+    /// (unique per host and log, stable across restarts), with anything but
+    /// ASCII letters, digits, `.`, `_` and `-` replaced by `-`.
+    pub fn instance_name(&self, log_dir: &Path) -> String {
         let name = self.instance.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_owned())
                 .ok()
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "host".into());
-            let dir = self
-                .log_dir
+            let dir = log_dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "log".into());

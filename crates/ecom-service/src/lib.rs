@@ -25,7 +25,7 @@ pub mod status;
 pub mod telemetry;
 
 pub use instance::Instance;
-pub use service::{Service, ServiceReport, Source, StoreSpec, run};
+pub use service::{Service, ServiceReport, Source, StoreSpec, open_embedded, run};
 pub use status::{StatusReport, status_from_log};
 
 /// Why a service stopped with an error. Each says what to do next; a

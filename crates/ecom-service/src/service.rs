@@ -106,12 +106,7 @@ pub async fn run(
 ) -> Result<ServiceReport, ServiceError> {
     match service.store.clone() {
         StoreSpec::Embedded(dir) => {
-            let open = |dir: &PathBuf| {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| ecom_store::StoreError::Other(e.to_string()))?;
-                SledStore::open(dir)
-            };
-            let store = open(&dir).map_err(|source| ServiceError::EmbeddedStore { dir, source })?;
+            let store = open_embedded(&dir)?;
             run_with(log, Arc::new(store), service, shutdown).await
         }
         StoreSpec::Cassandra(cfg) => {
@@ -124,6 +119,20 @@ pub async fn run(
             .await
         }
     }
+}
+
+/// Opens (creating it if missing) the embedded store in `dir`; the error
+/// says that one process owns it. Every command that uses the embedded
+/// store opens it here.
+pub fn open_embedded(dir: &std::path::Path) -> Result<SledStore, ServiceError> {
+    let open = || {
+        std::fs::create_dir_all(dir).map_err(|e| ecom_store::StoreError::Other(e.to_string()))?;
+        SledStore::open(dir)
+    };
+    open().map_err(|source| ServiceError::EmbeddedStore {
+        dir: dir.to_path_buf(),
+        source,
+    })
 }
 
 async fn run_with<S: FactStore>(
