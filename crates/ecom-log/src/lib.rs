@@ -12,7 +12,8 @@
 //!   (which holds the owner's pid, for the error message). A second
 //!   [`Log::open`] of the same directory fails with [`LogError::Locked`],
 //!   also within one process; share one [`Log`] instead (it is `Clone`).
-//! - Storage is sled 0.34 in `<dir>/db`. All keyspaces live in sled's
+//! - Storage is sled 0.34 in `<dir>/db` (or the generation `CURRENT`
+//!   names, after a [`Log::compact`]). All keyspaces live in sled's
 //!   default tree under one-byte prefixes, because a `sled::Batch` is atomic
 //!   only within one tree and a group commit must be one atomic write.
 //! - One writer: all appends go through a single thread that group-commits
@@ -22,7 +23,10 @@
 //!   The only deletion is [`Log::prune_below`]: entries that were projected
 //!   and archived leave from the bottom, so the log holds
 //!   `first_seq..next_seq` (`stats().entries == next_seq - first_seq`); their
-//!   index keys stay, so their message ids still dedup.
+//!   index keys stay, so their message ids still dedup, until a
+//!   [`Log::compact`] asked to forget ids older than a cutoff drops them.
+//!   sled keeps the space of removed keys; [`Log::compact`] copies what is
+//!   left into a new database and deletes the old one.
 //! - A message is stored at most once per dedup key, its topic and message
 //!   id: Pub/Sub message ids are unique within a topic, not across topics,
 //!   so an order and a payment may share one. A message whose key is
@@ -37,7 +41,11 @@
 //! <dir>/HIGH_WATER             `next_seq <n> next_quarantine_seq <q>` as of the
 //!                              last open or close: a database holding less
 //!                              was truncated (see `high_water`)
-//! <dir>/db/                    sled 0.34 database (sled's own files)
+//! <dir>/db/                    sled 0.34 database (sled's own files):
+//!                              generation 0
+//! <dir>/db.<n>/                generation n, written by the n-th compaction
+//! <dir>/CURRENT                "db.<n>\n": the generation that is the log
+//!                              (absent: db); see `generation`
 //!
 //! sled default tree, by key prefix:
 //!   'e' ++ seq: u64 BE         -> entry record       (seq = 0, 1, 2, ...)
@@ -53,6 +61,9 @@
 //!       "duplicates_message_id"   u64 BE, transport duplicates seen
 //!       "first_seq"               u64 BE, lowest entry held (absent: 0);
 //!                                 written with each pruned chunk
+//!   't' ++ seq: u64 BE         -> appended_at_ms: i64 BE of entry seq - 1,
+//!                                 written by the prune below seq (a *prune
+//!                                 mark*: forgetting ids by age uses them)
 //! ```
 //!
 //! Big-endian sequence numbers make sled's byte order the sequence order.
@@ -192,7 +203,9 @@
 //! `tokio::task::spawn_blocking` when they may take long (open and verify
 //! scan the log). `append` never blocks the runtime.
 
+mod compact;
 mod error;
+mod generation;
 mod high_water;
 mod lock;
 mod record;
@@ -206,14 +219,16 @@ mod writer;
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ecom_core::RawMessage;
 use tokio::sync::{oneshot, watch};
 
+pub use crate::compact::{CompactOptions, CompactReport};
 pub use crate::error::LogError;
+use crate::generation::Generation;
 use crate::lock::DirLock;
 use crate::record::{
     FORMAT_1, FORMAT_VERSION, META_CHECKPOINT, META_DUPLICATES, META_FIRST_SEQ,
@@ -222,7 +237,7 @@ use crate::record::{
 };
 pub use crate::salvage::SalvageReport;
 pub use crate::upgrade::UpgradeReport;
-use crate::writer::{Durability, Prepared, Request, Shared, Writer};
+use crate::writer::{Prepared, Request, Shared, Writer};
 
 /// The writer's failpoints this build has compiled in (all of them with
 /// the cargo feature `failpoints`, see the crate docs; none without). Lets a
@@ -232,6 +247,8 @@ pub const FAILPOINTS: &[&str] = if cfg!(feature = "failpoints") {
         "log::group_commit",
         "log::after_write_before_fsync",
         "log::after_fsync_before_ack",
+        "log::compact_before_switch",
+        "log::compact_after_switch",
     ]
 } else {
     &[]
@@ -358,9 +375,8 @@ struct Inner {
     lost: Option<String>,
     tx: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
-    // Field order matters for drop: the database closes before the lock is
-    // released.
-    db: sled::Db,
+    // Field order matters for drop: the database (in `shared`) closes
+    // before the lock is released.
     _lock: DirLock,
 }
 
@@ -373,7 +389,7 @@ impl Drop for Inner {
         {
             tracing::error!(dir = %self.shared.dir.display(), "the log writer thread panicked");
         }
-        if let Err(e) = self.shared.flush_durably(&self.db) {
+        if let Err(e) = self.shared.flush_durably() {
             tracing::error!(dir = %self.shared.dir.display(), error = %e, "final flush of the log failed");
         } else if self.lost.is_none() {
             let marks = high_water::Marks {
@@ -468,16 +484,15 @@ impl Log {
     fn open_unclassified(dir: &Path, opts: LogOptions) -> Result<Log, LogError> {
         std::fs::create_dir_all(dir).map_err(LogError::io(dir))?;
         let lock = DirLock::acquire(dir)?;
-        let db_dir = dir.join("db");
-        let db = open_sled(
-            dir,
-            sled::Config::new()
-                .path(&db_dir)
-                .cache_capacity(opts.cache_capacity_bytes)
-                .flush_every_ms(None),
-        )?;
-        let durability = Durability::new(&db_dir).map_err(LogError::io(&db_dir.join("db")))?;
-        let meta = load_or_init_meta(dir, &db, &durability)?;
+        let current = generation::current(dir)?;
+        // A compaction cut short left its half-written generation, or the
+        // one it replaced: neither is the log.
+        for stale in generation::remove_stale(dir, &current)? {
+            tracing::info!(dir = %dir.display(), generation = %stale, "removed a generation left by an interrupted compaction");
+        }
+        let generation = Generation::open(dir, &current, opts.cache_capacity_bytes)?;
+        let db = generation.db.clone();
+        let meta = load_or_init_meta(dir, &db, &generation)?;
         let found = high_water::Marks {
             next_seq: meta.next_seq,
             next_quarantine_seq: meta.next_quarantine_seq,
@@ -516,12 +531,14 @@ impl Log {
             flushes: AtomicU64::new(0),
             checkpoint: Mutex::new(meta.checkpoint),
             tail,
-            durability,
+            generation: RwLock::new(Arc::new(generation)),
+            commit_lock: Mutex::new(()),
+            maintenance: Mutex::new(()),
+            cache_capacity_bytes: opts.cache_capacity_bytes,
             failure: OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
-            db: db.clone(),
             shared: Arc::clone(&shared),
             next_seq: meta.next_seq,
             next_quarantine_seq: meta.next_quarantine_seq,
@@ -537,7 +554,6 @@ impl Log {
                 lost,
                 tx: Some(tx),
                 writer: Some(writer),
-                db,
                 _lock: lock,
             }),
         })
@@ -613,10 +629,14 @@ impl Log {
                 first_seq,
             });
         }
+        // `end` before the generation: every generation a reader can get
+        // after this holds all entries below `end` (a compaction copies
+        // them before it switches).
         let end = self.next_seq();
         if from_seq >= end || max == 0 {
             return Ok(Vec::new());
         }
+        let generation = self.inner.shared.generation();
         let wanted = end.saturating_sub(from_seq).min(max as u64);
         let mut out = Vec::with_capacity(wanted as usize);
         let corrupt = |seq, reason: String| LogError::Corrupt {
@@ -625,8 +645,7 @@ impl Log {
             reason,
         };
         let mut expected = from_seq;
-        for kv in self
-            .inner
+        for kv in generation
             .db
             .range(entry_key(from_seq)..entry_key(end))
             .take(wanted as usize)
@@ -697,10 +716,36 @@ impl Log {
             });
         }
         let shared = &self.inner.shared;
+        let _maintenance = shared.maintenance();
         let first = shared.first_seq.load(Ordering::Acquire);
         if seq <= first {
             return Ok(0);
         }
+        let generation = shared.generation();
+        // When the entries below `seq` were appended, so that a compaction
+        // can later forget message ids by age (see `Log::compact`).
+        let last = generation
+            .db
+            .get(entry_key(seq - 1))
+            .map_err(LogError::storage(dir))?;
+        let appended_at_ms = match last {
+            Some(value) => {
+                record::decode_entry(&value)
+                    .map_err(|reason| LogError::Corrupt {
+                        dir: dir.to_path_buf(),
+                        seq: seq - 1,
+                        reason,
+                    })?
+                    .1
+            }
+            None => {
+                return Err(LogError::Corrupt {
+                    dir: dir.to_path_buf(),
+                    seq: seq - 1,
+                    reason: "entry is missing, so it cannot be pruned".to_string(),
+                });
+            }
+        };
         shared.first_seq.fetch_max(seq, Ordering::AcqRel);
         let mut from = first;
         while from < seq {
@@ -710,13 +755,19 @@ impl Log {
                 batch.remove(&entry_key(s)[..]);
             }
             batch.insert(META_FIRST_SEQ, &to.to_be_bytes()[..]);
-            self.inner
+            if to == seq {
+                batch.insert(
+                    &record::prune_mark_key(seq)[..],
+                    &appended_at_ms.to_be_bytes()[..],
+                );
+            }
+            generation
                 .db
                 .apply_batch(batch)
                 .map_err(LogError::storage(dir))?;
             from = to;
         }
-        shared.flush_durably(&self.inner.db)?;
+        shared.flush_durably()?;
         Ok(seq - first)
     }
 
@@ -751,7 +802,8 @@ impl Log {
         if next_seq == *current {
             return Ok(());
         }
-        self.inner
+        shared
+            .generation()
             .db
             .insert(META_CHECKPOINT, &next_seq.to_be_bytes()[..])
             .map_err(LogError::storage(&shared.dir))?;
@@ -762,7 +814,7 @@ impl Log {
     /// Makes everything written so far durable (in particular the
     /// checkpoint). Blocking.
     pub fn flush(&self) -> Result<(), LogError> {
-        self.inner.shared.flush_durably(&self.inner.db)
+        self.inner.shared.flush_durably()
     }
 
     /// All quarantined messages, in quarantine order, checksums verified.
@@ -774,7 +826,8 @@ impl Log {
             .next_quarantine_seq
             .load(Ordering::Acquire);
         let mut out = Vec::with_capacity(end as usize);
-        for kv in self.inner.db.range(quarantine_key(0)..quarantine_key(end)) {
+        let generation = self.inner.shared.generation();
+        for kv in generation.db.range(quarantine_key(0)..quarantine_key(end)) {
             let (key, value) = kv.map_err(LogError::storage(dir))?;
             let seq = record::parse_seq_key(&key).unwrap_or(u64::MAX);
             let (message, reason, appended_at_ms) =
@@ -816,7 +869,7 @@ impl Log {
     /// errors; `Err` means the check itself could not run. Blocking; reads
     /// the whole log. Safe while appends continue.
     pub fn verify(&self) -> Result<VerifyReport, LogError> {
-        let mut report = verify::verify(self.dir(), &self.inner.db)?;
+        let mut report = verify::verify(self.dir(), &self.inner.shared.generation().db)?;
         if let Some(lost) = &self.inner.lost {
             report.problems.insert(0, lost.clone());
         }
@@ -886,7 +939,7 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn load_or_init_meta(dir: &Path, db: &sled::Db, durability: &Durability) -> Result<Meta, LogError> {
+fn load_or_init_meta(dir: &Path, db: &sled::Db, generation: &Generation) -> Result<Meta, LogError> {
     let storage = LogError::storage;
     match db.get(META_FORMAT_VERSION).map_err(storage(dir))? {
         Some(v) => {
@@ -925,9 +978,9 @@ fn load_or_init_meta(dir: &Path, db: &sled::Db, durability: &Durability) -> Resu
             }
             db.apply_batch(batch).map_err(storage(dir))?;
             db.flush().map_err(storage(dir))?;
-            durability.sync()?;
+            generation.durability.sync()?;
             // Make the new files' names durable too.
-            writer::sync_dir(&dir.join("db"))?;
+            writer::sync_dir(&dir.join(&generation.name))?;
             writer::sync_dir(dir)?;
         }
         None => {

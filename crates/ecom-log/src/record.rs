@@ -36,6 +36,12 @@ pub(crate) const MAX_PAYLOAD_BYTES: u64 = 64 << 20;
 pub(crate) const ENTRY: u8 = b'e';
 pub(crate) const INDEX: u8 = b'i';
 pub(crate) const QUARANTINE: u8 = b'q';
+/// Prefix of the meta keys (`META_*`).
+pub(crate) const META: u8 = b'm';
+/// Prune marks: `'t' ++ seq (u64 BE) -> appended_at_ms (i64 BE)` of entry
+/// `seq - 1`, written by each prune; a compaction forgets message ids by
+/// age with them.
+pub(crate) const PRUNE_MARK: u8 = b't';
 
 // Meta keys: prefix 'm' ++ name.
 pub(crate) const META_FORMAT_VERSION: &[u8] = b"mformat_version";
@@ -133,6 +139,12 @@ pub(crate) fn parse_index_key(key: &[u8]) -> Result<(Topic, &str), String> {
         .ok_or_else(|| format!("index key {key:?} has an unknown topic byte {topic:#04x}"))?;
     let id = std::str::from_utf8(id).map_err(|_| format!("index key {key:?} is not UTF-8"))?;
     Ok((topic, id))
+}
+
+pub(crate) fn prune_mark_key(seq: u64) -> [u8; 9] {
+    let mut key = [PRUNE_MARK; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
 }
 
 /// `kind prefix ('e' | 'q') ++ seq (u64 big-endian)`: the same bytes as the

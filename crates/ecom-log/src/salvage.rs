@@ -50,7 +50,7 @@ pub struct SalvageReport {
 const CHUNK: usize = 1000;
 
 pub(crate) async fn salvage(from: &Path, into: &Path) -> Result<SalvageReport, LogError> {
-    let db_dir = from.join("db");
+    let db_dir = crate::generation::current_db_dir(from)?;
     if !db_dir.is_dir() {
         return Err(LogError::NoLog {
             dir: from.to_path_buf(),

@@ -59,7 +59,7 @@ impl UpgradeReport {
 }
 
 pub(crate) fn upgrade(dir: &Path) -> Result<UpgradeReport, LogError> {
-    let db_dir = dir.join("db");
+    let db_dir = crate::generation::current_db_dir(dir)?;
     if !db_dir.is_dir() {
         return Err(LogError::NoLog {
             dir: dir.to_path_buf(),

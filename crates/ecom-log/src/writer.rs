@@ -13,11 +13,12 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, mpsc};
 
 use ecom_core::Topic;
 use tokio::sync::{oneshot, watch};
 
+use crate::generation::Generation;
 use crate::record::{
     META_DUPLICATES, META_NEXT_QUARANTINE_SEQ, META_NEXT_SEQ, RecordKind, index_key, index_value,
     seq_key,
@@ -53,7 +54,15 @@ pub(crate) struct Shared {
     pub(crate) flushes: AtomicU64,
     pub(crate) checkpoint: Mutex<u64>,
     pub(crate) tail: watch::Sender<u64>,
-    pub(crate) durability: Durability,
+    /// The sled database that is the log; replaced by `Log::compact`.
+    /// Readers take a clone of the `Arc` for one read.
+    pub(crate) generation: RwLock<Arc<Generation>>,
+    /// Held by the writer for each group commit, and by a compaction while
+    /// it switches generations: no commit straddles a switch.
+    pub(crate) commit_lock: Mutex<()>,
+    /// One prune or compaction at a time.
+    pub(crate) maintenance: Mutex<()>,
+    pub(crate) cache_capacity_bytes: u64,
     /// Why the writer stopped, for `LogError::WriterStopped`.
     pub(crate) failure: OnceLock<String>,
 }
@@ -61,9 +70,14 @@ pub(crate) struct Shared {
 impl Shared {
     /// `db.flush()` followed by our own `fdatasync` of sled's files; see
     /// [`Durability`]. Returns only once the data is on stable storage.
-    pub(crate) fn flush_durably(&self, db: &sled::Db) -> Result<(), LogError> {
-        db.flush().map_err(LogError::storage(&self.dir))?;
-        self.durability
+    pub(crate) fn flush_durably(&self) -> Result<(), LogError> {
+        let generation = self.generation();
+        generation
+            .db
+            .flush()
+            .map_err(LogError::storage(&self.dir))?;
+        generation
+            .durability
             .sync()
             .map_err(|e| e.or_disk_full(&self.dir))?;
         self.flushes.fetch_add(1, Ordering::Relaxed);
@@ -84,16 +98,38 @@ impl Shared {
     /// The error a failpoint injects: an I/O error on sled's data file, as
     /// a failing disk would give.
     #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
-    fn injected(&self, failpoint: &str, arg: Option<String>) -> LogError {
+    pub(crate) fn injected(&self, failpoint: &str, arg: Option<String>) -> LogError {
         // `return(crash)` is a power cut at that step, not an I/O error.
         ecom_core::failpoint::crash_if_asked(failpoint, arg.as_deref());
-        let path = self.durability.db_dir.join("db");
+        let path = self.generation().durability.db_dir.join("db");
         let what = arg.unwrap_or_else(|| "injected failure".to_string());
         LogError::io(&path)(io::Error::other(format!("failpoint {failpoint}: {what}")))
     }
 
-    pub(crate) fn checkpoint(&self) -> std::sync::MutexGuard<'_, u64> {
+    pub(crate) fn checkpoint(&self) -> MutexGuard<'_, u64> {
         self.checkpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current generation, for one read or write.
+    pub(crate) fn generation(&self) -> Arc<Generation> {
+        Arc::clone(
+            &self
+                .generation
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    pub(crate) fn commit_lock(&self) -> MutexGuard<'_, ()> {
+        self.commit_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn maintenance(&self) -> MutexGuard<'_, ()> {
+        self.maintenance
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -171,8 +207,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
 /// The writer's own copy of the counters it advances; `Shared` gets the
 /// durable values after each flush.
 pub(crate) struct Writer {
-    pub(crate) db: sled::Db,
-    pub(crate) shared: std::sync::Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) next_seq: u64,
     pub(crate) next_quarantine_seq: u64,
     pub(crate) duplicates: u64,
@@ -226,7 +261,16 @@ impl Writer {
 
     fn commit(&mut self, group: &mut [Request]) -> Result<Vec<Vec<AppendOutcome>>, LogError> {
         let dir = &self.shared.dir;
-        let tree: &sled::Tree = &self.db;
+        // A compaction switches generations between commits, never during.
+        let _commit = self.shared.commit_lock();
+        if let Some(cause) = self.shared.failure.get() {
+            return Err(LogError::WriterStopped {
+                dir: dir.clone(),
+                cause: cause.clone(),
+            });
+        }
+        let generation = self.shared.generation();
+        let tree: &sled::Tree = &generation.db;
         let mut batch = sled::Batch::default();
         // Dedup keys written by this group (not yet visible in the tree).
         let mut in_group: HashSet<(Topic, String)> = HashSet::new();
@@ -300,11 +344,11 @@ impl Writer {
             .shared
             .injected("log::group_commit", arg)));
         let flush_started = std::time::Instant::now();
-        self.db.flush().map_err(LogError::storage(dir))?;
+        generation.db.flush().map_err(LogError::storage(dir))?;
         fail::fail_point!("log::after_write_before_fsync", |arg| Err(self
             .shared
             .injected("log::after_write_before_fsync", arg)));
-        self.shared.durability.sync()?;
+        generation.durability.sync()?;
         metrics::histogram!("ecom_log_fsync_seconds").record(flush_started.elapsed());
         self.shared.flushes.fetch_add(1, Ordering::Relaxed);
         fail::fail_point!("log::after_fsync_before_ack", |arg| Err(self

@@ -138,3 +138,41 @@ async fn batch_failed_after_fsync_is_durable_and_its_redelivery_is_a_duplicate()
     assert_eq!(outcomes, [Duplicate, Duplicate]);
     scenario.teardown();
 }
+
+/// A compaction that fails before its switch leaves the old generation as
+/// the log, untouched and still taking appends; its copy is removed; the
+/// next compaction succeeds.
+#[tokio::test]
+async fn compaction_failing_before_its_switch_leaves_the_log_as_it_was() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(batch("m", 100)).await.unwrap();
+    log.set_checkpoint(100).unwrap();
+    log.prune_below(60).unwrap();
+    fail::cfg("log::compact_before_switch", "return").unwrap();
+    let err = log
+        .compact(ecom_log::CompactOptions::default())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("log::compact_before_switch"),
+        "{err}"
+    );
+    assert!(!dir.path().join("db.1").exists(), "the copy is removed");
+    assert!(!dir.path().join("CURRENT").exists());
+    assert_eq!(log.append(batch("n", 1)).await.unwrap(), [Appended(100)]);
+    fail::remove("log::compact_before_switch");
+    assert_eq!(
+        log.compact(ecom_log::CompactOptions::default())
+            .unwrap()
+            .generation,
+        1
+    );
+    assert_eq!(log.append(batch("m", 1)).await.unwrap(), [Duplicate]);
+    assert_eq!(log.read_from(60, usize::MAX).unwrap().len(), 41);
+    drop(log);
+    let log = open(dir.path());
+    assert!(log.verify().unwrap().is_ok());
+    drop(log);
+    scenario.teardown();
+}

@@ -4,6 +4,7 @@
 
 mod append;
 mod checkpoint;
+mod compact;
 mod corruption;
 mod crash;
 mod dedup;
