@@ -51,6 +51,11 @@ pub struct IngestOptions {
     pub max_batch: usize,
     /// How long to wait for more messages before appending a partial batch.
     pub linger: Duration,
+    /// While this says `true`, take no new deliveries: the log is at its
+    /// size bound and nothing in it may be pruned yet (see
+    /// `ecom_service::retention`). Deliveries wait in the channel and the
+    /// transport holds the rest, as a full disk buffer blocks in Vector.
+    pub hold: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Default for IngestOptions {
@@ -58,6 +63,7 @@ impl Default for IngestOptions {
         IngestOptions {
             max_batch: 1000,
             linger: Duration::from_millis(2),
+            hold: None,
         }
     }
 }
@@ -143,7 +149,19 @@ pub async fn run_ingest(
     counters: Arc<IngestCounters>,
     cancel: CancellationToken,
 ) -> Result<(), IngestError> {
+    let mut hold = opts.hold.clone();
     loop {
+        if let Some(hold) = hold.as_mut()
+            && *hold.borrow()
+        {
+            tracing::warn!(dir = %log.dir().display(), "the log is at its size bound: taking no deliveries until the projector and the archive let it shrink");
+            tokio::select! {
+                // A dropped sender means nobody holds any more.
+                _ = hold.wait_for(|held| !*held) => {}
+                _ = cancel.cancelled() => break,
+            }
+            tracing::info!(dir = %log.dir().display(), "the log is below its size bound again: taking deliveries");
+        }
         let first = tokio::select! {
             d = rx.recv() => d,
             _ = cancel.cancelled() => None,

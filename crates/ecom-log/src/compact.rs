@@ -131,6 +131,25 @@ pub(crate) fn dir_bytes(path: &std::path::Path) -> u64 {
 }
 
 impl Log {
+    /// Entries below the returned sequence number would have their message
+    /// ids forgotten by a [`Log::compact`] with this cutoff (see the module
+    /// docs): lets a caller compact only when that moved. Reads the prune
+    /// marks (one per prune). Blocking.
+    pub fn ids_forgettable_below(&self, cutoff_ms: i64) -> Result<u64, LogError> {
+        let shared = &self.inner.shared;
+        let generation = shared.generation();
+        let mut below = 0;
+        for kv in generation.db.scan_prefix([PRUNE_MARK]) {
+            let (key, value) = kv.map_err(LogError::storage(&shared.dir))?;
+            if let (Some(seq), Ok(at)) = (parse_seq_key(&key), <[u8; 8]>::try_from(&value[..]))
+                && i64::from_be_bytes(at) < cutoff_ms
+            {
+                below = below.max(seq);
+            }
+        }
+        Ok(below.min(self.first_seq()))
+    }
+
     /// Rewrites the log into a new sled database holding only what it
     /// still holds, and deletes the old one, so that the space of pruned
     /// entries (and of forgotten message ids) goes back to the file system.

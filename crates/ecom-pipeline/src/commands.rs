@@ -160,9 +160,7 @@ fn log_dirs(cfg: &Config, given: &[PathBuf], archives: &[String]) -> Vec<PathBuf
     }
 }
 
-/// The file in a log directory naming its instance in the archive, written
-/// by `log archive`: a pruned log finds its beginning through it.
-const ARCHIVE_INSTANCE_FILE: &str = "ARCHIVE_INSTANCE";
+use ecom_service::retention::ARCHIVE_INSTANCE_FILE;
 
 fn archived_instance(log_dir: &Path) -> anyhow::Result<String> {
     let path = log_dir.join(ARCHIVE_INSTANCE_FILE);
@@ -539,18 +537,7 @@ pub async fn log(cfg: &Config, cmd: LogCommand) -> anyhow::Result<ExitCode> {
             let instance = cfg.instance_name(&dir);
             let log = open_log(&dir)?;
             let archive = ecom_archive::Archive::open(location, &instance)?;
-            let named = dir.join(ARCHIVE_INSTANCE_FILE);
-            match std::fs::read_to_string(&named) {
-                Ok(before) if before.trim() != instance => anyhow::bail!(
-                    "the log in {} is archived as instance {:?}, not {instance:?}: pass --instance {:?}",
-                    dir.display(),
-                    before.trim(),
-                    before.trim()
-                ),
-                Ok(_) => {}
-                Err(_) => std::fs::write(&named, format!("{instance}\n"))
-                    .with_context(|| format!("cannot write {}", named.display()))?,
-            }
+            ecom_service::retention::claim_instance(&dir, &instance)?;
             let report = archive
                 .seal(&log, log.checkpoint(), segment_entries)
                 .await?;
@@ -755,6 +742,33 @@ pub async fn status(cfg: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode>
             opt(report.parked_payments)
         );
         println!("audited duplicates:    {}", rows(report.duplicates_audited));
+        if let Some(r) = &report.retention {
+            let bound = r
+                .max_bytes
+                .map(|m| format!(" of {m} allowed"))
+                .unwrap_or_default();
+            println!(
+                "log size:              {} bytes{bound}{}",
+                r.log_bytes,
+                if r.held {
+                    " (ingest held: at its bound)"
+                } else {
+                    ""
+                }
+            );
+            println!(
+                "archived up to:        {} (archive lag {} entries; {} segments sealed, {} entries pruned, {} compactions, {} bytes reclaimed)",
+                r.archived_upto,
+                r.archive_lag,
+                r.segments_sealed,
+                r.entries_pruned,
+                r.compactions,
+                r.bytes_reclaimed
+            );
+            if let Some(e) = &r.last_error {
+                println!("last archive error:    {e} ({} failures)", r.failures);
+            }
+        }
         if let Some(p) = &report.projector {
             println!("projector:             {p}");
         }

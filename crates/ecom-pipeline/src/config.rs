@@ -20,6 +20,7 @@
 //! prints; `Debug` of the configuration redacts it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgMatches, Args, ValueEnum, parser::ValueSource};
@@ -95,6 +96,19 @@ pub struct GlobalArgs {
     /// log directory's name).
     #[arg(long, global = true)]
     pub instance: Option<String>,
+    /// `run` with an archive: keep the log directory under this size
+    /// ("50MB", "2GiB", or bytes) by archiving, pruning and compacting;
+    /// ingest waits when nothing more can go.
+    #[arg(long, global = true)]
+    pub log_max_bytes: Option<String>,
+    /// `run` with an archive: archived entries older than this leave the
+    /// local log (e.g. "6h").
+    #[arg(long, global = true)]
+    pub log_retention: Option<String>,
+    /// How long message ids of pruned entries still dedup redeliveries:
+    /// at least the subscription's message retention (e.g. "7d").
+    #[arg(long, global = true)]
+    pub dedup_retention: Option<String>,
     /// Cassandra contact points, comma-separated host:port.
     #[arg(long, global = true)]
     pub cassandra: Option<String>,
@@ -147,6 +161,15 @@ pub struct Config {
     pub archive: Option<String>,
     /// Name in the archive (`None`: host name and log directory name).
     pub instance: Option<String>,
+    /// Bound on the log directory (`None`: unbounded).
+    #[serde(deserialize_with = "byte_size")]
+    pub log_max_bytes: Option<u64>,
+    /// Age after which archived entries leave the log (`None`: kept).
+    #[serde(with = "humantime_serde")]
+    pub log_retention: Option<Duration>,
+    /// How long the ids of pruned entries are kept for dedup.
+    #[serde(with = "humantime_serde")]
+    pub dedup_retention: Duration,
     pub cassandra: CassandraConfig,
     pub pubsub: PubSubConfig,
 }
@@ -162,6 +185,11 @@ impl Default for Config {
             metrics_addr: "127.0.0.1:9464".to_owned(),
             archive: None,
             instance: None,
+            log_max_bytes: None,
+            log_retention: None,
+            // Pub/Sub's default message retention: a subscription can
+            // redeliver (or be sought back) that far.
+            dedup_retention: Duration::from_secs(7 * 24 * 3600),
             cassandra: CassandraConfig::default(),
             pubsub: PubSubConfig::default(),
         }
@@ -275,6 +303,30 @@ pub const SETTINGS: &[Setting] = &[
         Text,
         "none: `<host name>-<log directory name>`",
         "shop-eu-1"
+    ),
+    setting!(
+        "log_max_bytes",
+        "ECOM_LOG_MAX_BYTES",
+        "--log-max-bytes",
+        Text,
+        "none: unbounded (with `archive`: e.g. `50MB`, `2GiB`; compacts at 40 %, holds ingest at 65 %)",
+        "50MB"
+    ),
+    setting!(
+        "log_retention",
+        "ECOM_LOG_RETENTION",
+        "--log-retention",
+        Text,
+        "none: archived entries stay until `log_max_bytes` needs room",
+        "6h"
+    ),
+    setting!(
+        "dedup_retention",
+        "ECOM_DEDUP_RETENTION",
+        "--dedup-retention",
+        Text,
+        "`7days` (Pub/Sub's default message retention; up to 31 days)",
+        "31days"
     ),
     setting!(
         "cassandra.contact_points",
@@ -445,6 +497,52 @@ pub const SETTINGS: &[Setting] = &[
         "10s"
     ),
 ];
+
+/// `"50MB"`, `"2GiB"`, `"1048576"`: bytes. Decimal units are powers of
+/// 1000, binary ones (`KiB`, `MiB`, `GiB`) powers of 1024.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a size: write e.g. 50MB, 2GiB or a number of bytes")
+    })?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use B, KB, MB, GB, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Deserializes an optional size given as a number of bytes or a string
+/// for [`parse_bytes`].
+fn byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::Bytes(n)) => Ok(Some(n)),
+        Some(Raw::Text(t)) => parse_bytes(&t).map(Some).map_err(serde::de::Error::custom),
+    }
+}
 
 impl Setting {
     /// The clap id of [`Self::flag`].
@@ -622,6 +720,9 @@ mod tests {
             "metrics_addr" => c.metrics_addr.clone(),
             "archive" => opt(c.archive.as_ref()),
             "instance" => opt(c.instance.as_ref()),
+            "log_max_bytes" => opt(c.log_max_bytes),
+            "log_retention" => opt(c.log_retention.map(humantime::format_duration)),
+            "dedup_retention" => humantime::format_duration(c.dedup_retention).to_string(),
             "cassandra.contact_points" => c.cassandra.contact_points.join(","),
             "cassandra.keyspace" => c.cassandra.keyspace.clone(),
             "cassandra.username" => opt(c.cassandra.username.as_ref()),
@@ -671,6 +772,30 @@ mod tests {
             Some((table, key)) => format!("[{table}]\n{key} = {value}\n"),
             None => format!("{} = {value}\n", s.key),
         }
+    }
+
+    #[test]
+    fn sizes_parse_with_decimal_and_binary_units_and_bad_ones_say_why() {
+        assert_eq!(parse_bytes("50MB"), Ok(50_000_000));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes(" 1048576 "), Ok(1_048_576));
+        assert_eq!(parse_bytes("64 kib"), Ok(64 << 10));
+        let e = parse_bytes("50 furlongs").unwrap_err();
+        assert!(e.contains("unknown unit"), "{e}");
+        let e = parse_bytes("MB").unwrap_err();
+        assert!(e.contains("not a size"), "{e}");
+        assert!(
+            parse_bytes("99999999999999GB")
+                .unwrap_err()
+                .contains("too large")
+        );
+        let e = resolve(
+            None,
+            &HashMap::from([("ECOM_LOG_MAX_BYTES", "lots".to_owned())]),
+            &[],
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("not a size"), "{e:#}");
     }
 
     #[test]

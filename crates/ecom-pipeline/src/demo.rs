@@ -121,7 +121,14 @@ pub async fn demo<S: FactStore>(
         let dir = data_dir.join(format!("instance-{i}"));
         let log = Log::open(&dir, LogOptions::default())
             .with_context(|| format!("cannot open the log in {}", dir.display()))?;
-        let (instance, tx) = Instance::start(log, store.clone(), popts.clone(), None, &cancel);
+        let (instance, tx) = Instance::start(
+            log,
+            store.clone(),
+            popts.clone(),
+            None,
+            ecom_ingest::IngestOptions::default(),
+            &cancel,
+        );
         sources.push(tokio::spawn(run_source(
             broker.clone(),
             tx,

@@ -33,6 +33,7 @@ impl<S: FactStore> Instance<S> {
         store: Arc<S>,
         popts: ProjectorOptions,
         notify: Option<mpsc::UnboundedSender<Notification>>,
+        ingest: IngestOptions,
         cancel: &CancellationToken,
     ) -> (Self, mpsc::Sender<Delivery>) {
         let (tx, rx) = mpsc::channel(8192);
@@ -40,7 +41,7 @@ impl<S: FactStore> Instance<S> {
         let ingest = tokio::spawn(run_ingest(
             rx,
             log.clone(),
-            IngestOptions::default(),
+            ingest,
             counters.clone(),
             cancel.clone(),
         ));

@@ -19,6 +19,7 @@
 //! - [`signals`]: SIGTERM/SIGINT into the cancellation tree.
 
 pub mod instance;
+pub mod retention;
 pub mod service;
 pub mod signals;
 pub mod status;

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::instance::Instance;
+use crate::retention::{self, RetentionCounters, RetentionPolicy};
 use crate::status::{StatusReport, status_from_log, write_status_file};
 use crate::{ServiceError, telemetry};
 
@@ -78,6 +79,9 @@ pub struct Service {
     pub stop_after_idle: Option<Duration>,
     /// How often the status file is written.
     pub status_every: Duration,
+    /// Archive, prune and compact the log to keep it bounded
+    /// ([`crate::retention`]); `None`: the log keeps everything.
+    pub retention: Option<RetentionPolicy>,
 }
 
 /// How a clean stop ended.
@@ -162,11 +166,31 @@ async fn run_with<S: FactStore>(
         _ => (None, None),
     };
     let log_dir = log.dir().to_path_buf();
+    let retention_counters = Arc::new(RetentionCounters::default());
+    let hold = service.retention.clone().map(|policy| {
+        retention::spawn(
+            log.clone(),
+            policy,
+            retention_counters.clone(),
+            cancel.clone(),
+            &tracker,
+        )
+    });
+    let max_bytes = service.retention.as_ref().and_then(|p| p.max_bytes);
+    let retention_status = {
+        let counters = retention_counters.clone();
+        let enabled = service.retention.is_some();
+        move |log: &Log| enabled.then(|| counters.status(log, max_bytes))
+    };
     let (instance, tx) = Instance::start(
         log,
         store.clone(),
         service.projector.clone(),
         notify_tx,
+        ecom_ingest::IngestOptions {
+            hold,
+            ..Default::default()
+        },
         &cancel,
     );
     let source_counters = Arc::new(ecom_pubsub::SourceCounters::default());
@@ -238,6 +262,7 @@ async fn run_with<S: FactStore>(
             break;
         }
         let mut report = live_status(&instance, &parked);
+        report.retention = retention_status(&instance.log);
         report.metrics_addr = metrics_addr.map(|a| a.to_string());
         if let Err(e) = write_status_file(&status_path, &report) {
             tracing::warn!(path = %status_path.display(), error = %e, "cannot write the status file");
@@ -252,7 +277,12 @@ async fn run_with<S: FactStore>(
             } else {
                 Duration::from_millis((ecom_store::now_ms() as u64).saturating_sub(last))
             };
-            if since_last >= idle && started.elapsed() >= idle && instance.caught_up() {
+            // Held ingest takes no deliveries: that is not the source
+            // running dry.
+            let held = retention_counters
+                .held
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if since_last >= idle && started.elapsed() >= idle && instance.caught_up() && !held {
                 tracing::info!(?idle, "idle: stopping");
                 cancel.cancel();
             }
@@ -281,6 +311,7 @@ async fn run_with<S: FactStore>(
     // source reports (it sees ingest's channel close), so it comes first.
     let log = stopped?;
     let mut report = status_from_log(&log);
+    report.retention = retention_status(&log);
     if let Ok(p) = store.parked_summary().await {
         report.add_parked(p);
     }

@@ -43,6 +43,9 @@ pub struct StatusReport {
     /// `/readyz` (absent: not serving).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<String>,
+    /// Archive, prune and compaction (absent: no archive configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::retention::RetentionStatus>,
     /// Configuration problems `status` found (not written by `run`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

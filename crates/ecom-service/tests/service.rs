@@ -19,6 +19,7 @@ fn service(store_dir: &Path, orders: u64, stop_after_idle: Option<Duration>) -> 
         metrics_addr: None,
         stop_after_idle,
         status_every: Duration::from_millis(50),
+        retention: None,
     }
 }
 

@@ -83,14 +83,63 @@ fn random_sigkills_of_pubsub_to_cassandra_instances_lose_and_double_nothing() {
     let Some(setup) = Setup::start("crash") else {
         return;
     };
+    chaos(setup, Plan::from_env(), None);
+}
+
+/// The log bound of the archive test: small enough that a few thousand
+/// messages make every instance archive, prune and compact many times.
+const ARCHIVE_TEST_MAX_BYTES: u64 = 4_000_000;
+
+/// The same chaos with `run --archive --log-max-bytes 4MB
+/// --dedup-retention 5s`: archive, prune and compaction run all the time
+/// under the kills; the end check reads each log's archived beginning from
+/// the archive (`verify`, `replay` and the coverage check), and every log
+/// directory stayed under its bound throughout (measured every 50 ms).
+#[test]
+fn random_sigkills_while_archiving_and_pruning_lose_nothing_and_stay_bounded() {
+    let Some(mut setup) = Setup::start("archive-crash") else {
+        return;
+    };
+    setup.target.archive = Some(setup.tmp.path().join("archive"));
+    setup.target.log_max_bytes = Some(ARCHIVE_TEST_MAX_BYTES.to_string());
+    setup.target.dedup_retention = Some("5s".to_owned());
+    let plan = Plan {
+        kills: env_u64("ECOM_CRASH_KILLS", 12),
+        ..Plan::from_env()
+    };
+    chaos(setup, plan, Some(ARCHIVE_TEST_MAX_BYTES));
+}
+
+/// Largest size seen per log directory, sampled until `stop`.
+fn sample_sizes(
+    dirs: Vec<std::path::PathBuf>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        let mut max = vec![0u64; dirs.len()];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (m, d) in max.iter_mut().zip(&dirs) {
+                *m = (*m).max(ecom_service::telemetry::dir_bytes(d));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        max
+    })
+}
+
+fn chaos(setup: Setup, plan: Plan, bound: Option<u64>) {
     let (target, replayed) = (&setup.target, &setup.replayed);
-    let plan = Plan::from_env();
     eprintln!(
         "crash-test: seed {} (ECOM_CRASH_SEED={} reruns it), {} instances, {} kills, ~{} messages",
         plan.seed, plan.seed, plan.instances, plan.kills, plan.messages
     );
 
     let mut instances = target.start_instances(setup.tmp.path(), plan.instances);
+    let stop_sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_sizes(
+        instances.iter().map(|i| i.log_dir.clone()).collect(),
+        stop_sampling.clone(),
+    );
 
     let producing = Producing::start(
         target.producer_config(),
@@ -132,6 +181,33 @@ fn random_sigkills_of_pubsub_to_cassandra_instances_lose_and_double_nothing() {
         super::cli::sigterm_and_expect_clean_exit(child);
     }
     let outcome = drain_and_check(target, &instances, &published, replayed);
+    stop_sampling.store(true, std::sync::atomic::Ordering::Relaxed);
+    let largest = sampler.join().expect("the size sampler");
+    let compactions: Vec<u64> = instances
+        .iter()
+        .map(|i| {
+            i.status()
+                .and_then(|s| s["retention"]["compactions"].as_u64())
+                .unwrap_or(0)
+        })
+        .collect();
+    if let Some(bound) = bound {
+        println!(
+            "archive-crash-test: bound={bound} largest_log_dirs={largest:?} compactions_in_last_life={compactions:?}"
+        );
+        for (inst, size) in instances.iter().zip(&largest) {
+            assert!(
+                *size <= bound,
+                "{} reached {size} bytes, over its bound of {bound}",
+                inst.log_dir.display()
+            );
+            assert!(
+                ecom_log_first_seq(&inst.log_dir) > 0,
+                "{} was never pruned: the test did not exercise the archive",
+                inst.log_dir.display()
+            );
+        }
+    }
     let invalid = published.iter().filter(|p| p.invalid).count();
     println!(
         "crash-test: instances={} kills={kills} restarts={restarts} published={} invalid={invalid} {}",
@@ -152,4 +228,11 @@ fn random_sigkills_of_pubsub_to_cassandra_instances_lose_and_double_nothing() {
         target,
         replayed,
     );
+}
+
+/// Where a (closed) log begins: above 0 once archived entries were pruned.
+fn ecom_log_first_seq(dir: &std::path::Path) -> u64 {
+    ecom_log::Log::open(dir, ecom_log::LogOptions::default())
+        .expect("open the log")
+        .first_seq()
 }

@@ -172,6 +172,12 @@ pub struct Target {
     /// Where `run` reaches Cassandra, when not `cassandra` (a fault
     /// proxy); the harness's own reads, `verify` and `replay` go direct.
     pub cassandra_via: Option<String>,
+    /// `run` archives into this directory (`--archive`), and `verify`,
+    /// `replay` and the end check read it with the logs.
+    pub archive: Option<PathBuf>,
+    /// `run`'s `--log-max-bytes` and `--dedup-retention` (with `archive`).
+    pub log_max_bytes: Option<String>,
+    pub dedup_retention: Option<String>,
 }
 
 impl Target {
@@ -182,11 +188,14 @@ impl Target {
             keyspace,
             pubsub_via: None,
             cassandra_via: None,
+            archive: None,
+            log_max_bytes: None,
+            dedup_retention: None,
         }
     }
 
     pub fn args<'a>(&'a self, keyspace: &'a str) -> Vec<&'a str> {
-        vec![
+        let mut args = vec![
             "--project",
             &self.project,
             "--store",
@@ -195,7 +204,11 @@ impl Target {
             &self.cassandra,
             "--cassandra-keyspace",
             keyspace,
-        ]
+        ];
+        if let Some(archive) = &self.archive {
+            args.extend(["--archive", archive.to_str().expect("UTF-8 path")]);
+        }
+        args
     }
 
     /// Runs a one-shot command (`setup …`) against `keyspace`; panics if
@@ -259,6 +272,16 @@ impl Target {
             // comes back 10 s after its last extension, not 60 s.
             .args(["--pubsub-max-lease-extension", "10s"])
             .args(args)
+            .args(
+                self.log_max_bytes
+                    .iter()
+                    .flat_map(|b| ["--log-max-bytes", b.as_str()]),
+            )
+            .args(
+                self.dedup_retention
+                    .iter()
+                    .flat_map(|d| ["--dedup-retention", d.as_str()]),
+            )
             .args(extra)
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -448,12 +471,37 @@ pub struct LogContents {
     pub quarantined: HashSet<(Topic, String)>,
 }
 
-pub fn read_logs(dirs: &[PathBuf]) -> LogContents {
+/// What the logs in `dirs` hold, their archived and pruned beginnings
+/// (read from `archive`) included.
+pub fn read_logs(dirs: &[PathBuf], archive: Option<&Path>) -> LogContents {
     let mut out = LogContents::default();
     for dir in dirs {
         let log = Log::open(dir, LogOptions::default())
             .unwrap_or_else(|e| panic!("open the log {}: {e}", dir.display()));
-        let mut seq = 0;
+        if log.first_seq() > 0 {
+            let archive = archive.expect("a pruned log has an archive");
+            let instance = std::fs::read_to_string(dir.join("ARCHIVE_INSTANCE"))
+                .expect("a pruned log names its archive instance");
+            let archived = tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(async {
+                    ecom_archive::Archive::local(archive, instance.trim())?
+                        .read_entries()
+                        .await
+                })
+                .unwrap_or_else(|e| panic!("read the archive of {}: {e}", dir.display()));
+            assert!(
+                archived.len() as u64 >= log.first_seq(),
+                "the archive of {} holds every pruned entry",
+                dir.display()
+            );
+            for e in archived.into_iter().filter(|e| e.seq < log.first_seq()) {
+                out.entries
+                    .entry((e.message.topic, e.message.message_id.clone()))
+                    .or_insert(e.message);
+            }
+        }
+        let mut seq = log.first_seq();
         loop {
             let batch = log.read_from(seq, 10_000).expect("read the log");
             let Some(last) = batch.last() else { break };
@@ -598,7 +646,7 @@ pub fn drain(
             let exit = wait_exit(child, Duration::from_secs(300), &what);
             assert!(exit.success(), "{what}: exited with {exit:?}");
         }
-        let logs = read_logs(&dirs);
+        let logs = read_logs(&dirs, target.archive.as_deref());
         let cov = coverage(published, &logs);
         // Draining more cannot remove an unknown message id.
         if (cov.not_in_log == 0 && cov.not_quarantined == 0) || rounds == 4 {
