@@ -6,7 +6,7 @@
 //! interrupt (see "Sealing" in the crate docs).
 
 use std::num::NonZeroUsize;
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use ecom_log::{Log, LogEntry, Quarantined};
@@ -19,6 +19,7 @@ use crate::error::ArchiveError;
 use crate::format::{
     self, ArchivedRecord, Manifest, ObjectName, SegmentKind, decode_segment, encode_segment,
 };
+use crate::location::{self, Location};
 
 /// Manifests fetched at once while listing: enough to hide a remote store's
 /// latency, few enough not to flood it.
@@ -29,6 +30,17 @@ const CONCURRENT_MANIFEST_GETS: usize = 16;
 pub struct Archive {
     store: Arc<dyn ObjectStore>,
     instance: String,
+    /// Set when `store` is a local directory: what is needed to fsync what
+    /// it wrote (see "Sealing" in the crate docs).
+    local: Option<LocalDir>,
+}
+
+/// A local archive directory: the store (which maps object paths to files)
+/// and its canonical root.
+#[derive(Clone)]
+struct LocalDir {
+    fs: Arc<LocalFileSystem>,
+    root: PathBuf,
 }
 
 impl std::fmt::Debug for Archive {
@@ -76,35 +88,48 @@ impl Archive {
         Ok(Archive {
             store,
             instance: instance.to_string(),
+            local: None,
         })
     }
 
     /// The archive of `instance` in the local directory `dir` (created if
-    /// missing). See the crate docs on its durability.
+    /// missing). A seal fsyncs what it wrote before it returns (see
+    /// "Sealing" in the crate docs).
     pub fn local(dir: &FsPath, instance: &str) -> Result<Archive, ArchiveError> {
         let local_dir = |source| ArchiveError::LocalDir {
             dir: dir.to_path_buf(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(local_dir)?;
-        let store = LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| local_dir(std::io::Error::other(e.to_string())))?;
-        Archive::new(Arc::new(store), instance)
+        let root = std::fs::canonicalize(dir).map_err(local_dir)?;
+        let fs = Arc::new(
+            LocalFileSystem::new_with_prefix(&root)
+                .map_err(|e| local_dir(std::io::Error::other(e.to_string())))?,
+        );
+        let mut archive = Archive::new(fs.clone(), instance)?;
+        archive.local = Some(LocalDir { fs, root });
+        Ok(archive)
     }
 
     /// The archive of `instance` at `location`, as the `archive` setting
-    /// gives it: a directory, or `file:///path`.
+    /// gives it: a directory or `file:///path` ([`Archive::local`]), or
+    /// `gs://bucket[/prefix]` / `s3://bucket[/prefix]`, configured from the
+    /// `GOOGLE_*` / `AWS_*` environment variables (see the crate docs,
+    /// "Where an archive lives").
     pub fn open(location: &str, instance: &str) -> Result<Archive, ArchiveError> {
-        let dir = match location.split_once("://") {
-            None => location,
-            Some(("file", path)) => path,
-            Some(_) => {
-                return Err(ArchiveError::UnsupportedLocation {
-                    location: location.to_string(),
-                });
+        match Location::parse(location)? {
+            Location::Local(dir) => Archive::local(&dir, instance),
+            Location::Bucket {
+                cloud,
+                bucket,
+                prefix,
+            } => {
+                let store = location::bucket_store(cloud, &bucket, &prefix, &|name| {
+                    std::env::var(name).ok()
+                })?;
+                Archive::new(store, instance)
             }
-        };
-        Archive::local(FsPath::new(dir), instance)
+        }
     }
 
     pub fn instance(&self) -> &str {
@@ -130,7 +155,7 @@ impl Archive {
         }
         let mut report = SealReport::default();
 
-        let start = self.archived_upto(SegmentKind::Entries).await?;
+        let start = self.resume_point(SegmentKind::Entries).await?;
         let mut from = start;
         while from < upto {
             let wanted = (upto - from).min(max_per_segment.get() as u64) as usize;
@@ -149,7 +174,7 @@ impl Archive {
 
         // The quarantine is small (rejected messages only) and `rejected`
         // reads all of it; archive everything it returned.
-        let start = self.archived_upto(SegmentKind::Quarantine).await?;
+        let start = self.resume_point(SegmentKind::Quarantine).await?;
         let reader = log.clone();
         let rejected = blocking(move || reader.rejected()).await?;
         let pending: Vec<ArchivedRecord> = rejected
@@ -172,6 +197,22 @@ impl Archive {
         Ok(report)
     }
 
+    /// Where a seal of `kind` continues: the archive's end. For a local
+    /// archive the last sealed segment is fsynced first (again): a seal
+    /// that failed in its fsyncs left it in place, and this one must not
+    /// return before it is durable.
+    async fn resume_point(&self, kind: SegmentKind) -> Result<u64, ArchiveError> {
+        let manifests = self.manifests(kind).await?;
+        let Some(last) = manifests.last() else {
+            return Ok(0);
+        };
+        if self.local.is_some() {
+            self.sync_local(&last.data_path()).await?;
+            self.sync_local(&last.manifest_path()).await?;
+        }
+        Ok(last.last_seq + 1)
+    }
+
     /// Puts one segment: the data file, then (the commit) its manifest.
     async fn write_segment(
         &self,
@@ -189,6 +230,7 @@ impl Archive {
             .put(&data_path, PutPayload::from(data))
             .await
             .map_err(store_error("write", &data_path))?;
+        self.sync_local(&data_path).await?;
         let manifest_path = manifest.manifest_path();
         let create = PutOptions {
             mode: PutMode::Create,
@@ -212,6 +254,7 @@ impl Archive {
             }
             Err(e) => return Err(store_error("write", &manifest_path)(e)),
         }
+        self.sync_local(&manifest_path).await?;
         tracing::info!(
             instance = %self.instance,
             %kind,
@@ -221,6 +264,45 @@ impl Archive {
             "archive segment sealed"
         );
         Ok(manifest)
+    }
+
+    /// For a local archive: fsyncs the file the store has just written at
+    /// `path`, then every directory from its parent up to the archive's
+    /// root and the root's parent, so the file and its name survive a power
+    /// cut (`LocalFileSystem` renames or links without fsync). Remote
+    /// stores acknowledge a put once it is durable: nothing to do.
+    async fn sync_local(&self, path: &Path) -> Result<(), ArchiveError> {
+        let Some(local) = &self.local else {
+            return Ok(());
+        };
+        let file = local
+            .fs
+            .path_to_filesystem(path)
+            .map_err(store_error("sync", path))?;
+        let root = local.root.clone();
+        blocking(move || {
+            let synced = |what: &FsPath| {
+                let sync = |p: &FsPath| std::fs::File::open(p)?.sync_all();
+                sync(what).map_err(|source| ArchiveError::LocalSync {
+                    path: what.to_path_buf(),
+                    source,
+                })
+            };
+            synced(&file)?;
+            let mut dir = file.parent();
+            while let Some(d) = dir {
+                synced(d)?;
+                if d == root {
+                    if let Some(parent) = d.parent() {
+                        synced(parent)?;
+                    }
+                    break;
+                }
+                dir = d.parent();
+            }
+            Ok::<_, ArchiveError>(())
+        })
+        .await
     }
 
     /// Deletes data files without a manifest whose whole range lies in
@@ -268,12 +350,23 @@ impl Archive {
     /// names say.
     async fn list(&self, kind: SegmentKind) -> Result<Vec<(Path, ObjectName)>, ArchiveError> {
         let dir = format::kind_dir(&self.instance, kind);
-        let metas: Vec<_> = self
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await
-            .map_err(store_error("list", &dir))?;
+        let metas: Vec<_> = match self.store.list(Some(&dir)).try_collect().await {
+            Ok(metas) => metas,
+            // Listing a prefix that has no objects is an empty list; only a
+            // missing bucket fails. object_store 0.12 reports that as a
+            // generic error carrying the service's answer, whose error code
+            // is `NoSuchBucket` in S3's protocol and GCS's XML API alike.
+            Err(source)
+                if matches!(source, object_store::Error::NotFound { .. })
+                    || source.to_string().contains("<Code>NoSuchBucket</Code>") =>
+            {
+                return Err(ArchiveError::MissingBucket {
+                    path: dir.to_string(),
+                    source,
+                });
+            }
+            Err(e) => return Err(store_error("list", &dir)(e)),
+        };
         Ok(metas
             .into_iter()
             .filter_map(|meta| {

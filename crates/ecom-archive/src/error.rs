@@ -18,11 +18,42 @@ pub enum ArchiveError {
     )]
     InvalidInstance { instance: String },
 
-    /// An archive location this build cannot open.
+    /// The `archive` setting is not a directory, `file:///path`,
+    /// `gs://bucket[/prefix]` or `s3://bucket[/prefix]` (user information of
+    /// a URL is shown as `<redacted>`).
+    #[error("archive location {location:?} is not usable: {reason}")]
+    BadLocation { location: String, reason: String },
+
+    /// A bucket location, but no credentials are configured in the
+    /// environment (the cloud's metadata server is used only when asked
+    /// for). `help` names the variables to set.
+    #[error("archive location {location}: no credentials are configured; {help}")]
+    MissingCredentials {
+        location: String,
+        help: &'static str,
+    },
+
+    /// object_store refused the configuration of a bucket's client (an
+    /// unreadable service account file, a bad region or endpoint, …).
     #[error(
-        "archive location {location:?}: object storage URLs (gs://, s3://) are not built into this release yet; give a directory (or file:///path)"
+        "archive location {location}: cannot configure the object store client: {source}; check the GOOGLE_* or AWS_* environment variables"
     )]
-    UnsupportedLocation { location: String },
+    StoreConfig {
+        location: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// Listing the archive found no bucket: it does not exist, or these
+    /// credentials may not see it.
+    #[error(
+        "archive bucket not found while listing {path}: create the bucket (or fix its name in the archive setting) and check that the configured credentials may list and write it"
+    )]
+    MissingBucket {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
 
     /// The local archive directory could not be created or opened.
     #[error(
@@ -30,6 +61,17 @@ pub enum ArchiveError {
     )]
     LocalDir {
         dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// fsync of a file or directory of a local archive failed: the segment
+    /// being sealed may not survive a power cut, so the seal failed.
+    #[error(
+        "could not fsync {path} in the local archive: {source}; the seal did not complete: do not prune, check the disk, then run the seal again"
+    )]
+    LocalSync {
+        path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },

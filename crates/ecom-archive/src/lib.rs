@@ -8,9 +8,42 @@
 //! local log and replaying from the archive build on it; they may delete a
 //! log entry only once a segment holding it is sealed (see "Sealing").
 //!
-//! The storage is an [`object_store::ObjectStore`]: a local directory today
-//! ([`Archive::local`], `LocalFileSystem`), GCS or S3 later through the same
-//! trait. Tests use `object_store::memory::InMemory` too.
+//! The storage is an [`object_store::ObjectStore`]: a local directory
+//! ([`Archive::local`], `LocalFileSystem`), a Google Cloud Storage or S3
+//! bucket ([`Archive::open`] with `gs://` or `s3://`), or anything else
+//! given to [`Archive::new`]. Tests use `object_store::memory::InMemory`
+//! and a real S3 server too.
+//!
+//! ## Where an archive lives
+//!
+//! [`Archive::open`] takes the `archive` setting:
+//!
+//! ```text
+//! /var/lib/ecom/archive         a local directory (created if missing)
+//! file:///var/lib/ecom/archive  the same
+//! gs://bucket[/prefix]          Google Cloud Storage
+//! s3://bucket[/prefix]          S3, or an S3-compatible server (AWS_ENDPOINT)
+//! ```
+//!
+//! A bucket's client is configured from the environment exactly as
+//! object_store's builders read it (`from_env`): for GCS
+//! `GOOGLE_APPLICATION_CREDENTIALS` or `GOOGLE_SERVICE_ACCOUNT` (a service
+//! account key file), `GOOGLE_SERVICE_ACCOUNT_KEY` (its JSON), or the file
+//! `gcloud auth application-default login` writes; for S3
+//! `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`),
+//! `AWS_REGION`, and for another server `AWS_ENDPOINT` (+ `AWS_ALLOW_HTTP=true`
+//! for plain HTTP). Credentials must be configured: without any, `open`
+//! fails at once saying what to set, instead of object_store trying the
+//! cloud's instance metadata server (for S3, setting `AWS_METADATA_ENDPOINT`
+//! asks for the instance's role). The archive is put under `prefix` with
+//! `object_store::prefix::PrefixStore`; below it the layout is the one
+//! below. A bucket that does not exist is [`ArchiveError::MissingBucket`]
+//! on first use. Errors name variables, never their values.
+//!
+//! The GCS path is built and configured but not exercised against a server
+//! in our tests: the emulator available as a Go module (fake-gcs-server)
+//! does not implement the XML object API that object_store's GCS client
+//! puts with. The S3 path runs against gofakes3 (`scripts/fake-s3.sh`).
 //!
 //! ## Design constraints
 //!
@@ -98,11 +131,18 @@
 //! changed, deletes it once the new segments cover its range. Sealing is
 //! therefore idempotent and resumable: run it again after any failure.
 //!
-//! A manifest put that returned is in the store; how durable that is
-//! depends on the store. GCS and S3 acknowledge a put once it is
-//! replicated. `LocalFileSystem` writes a temporary file and renames it,
-//! without fsync, so a power cut can lose a recently sealed segment: a
-//! pruner must not rely on a local archive alone.
+//! **When `seal` returns, every segment it reports is durable**, so a
+//! pruner may delete the log entries it holds. GCS and S3 acknowledge a put
+//! once it is stored redundantly. `LocalFileSystem` writes a temporary file
+//! and renames (or, for a create, hard-links) it without fsync, so for a
+//! local archive the seal fsyncs each file after its put (the data file
+//! before the manifest is created, then the manifest), and every directory
+//! from the file's up to the archive's root and the root's parent, so the
+//! names survive a power cut too. A seal that fails in an fsync returns the
+//! error ([`ArchiveError::LocalSync`]) and must not be followed by a prune;
+//! the next seal fsyncs the last sealed segment again before it continues,
+//! so once a seal has returned `Ok`, everything sealed before it is durable
+//! as well.
 //!
 //! ## Reading and checking
 //!
@@ -120,6 +160,7 @@
 mod archive;
 mod error;
 mod format;
+mod location;
 
 pub use crate::archive::{Archive, SealReport};
 pub use crate::error::ArchiveError;

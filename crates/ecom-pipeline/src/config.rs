@@ -89,7 +89,9 @@ pub struct GlobalArgs {
     /// `metrics_addr`); `off` disables the endpoint.
     #[arg(long, global = true)]
     pub metrics_addr: Option<String>,
-    /// Where logs are archived: a directory (or file:///path).
+    /// Where logs are archived: a directory (or file:///path), or a bucket:
+    /// gs://bucket[/prefix] or s3://bucket[/prefix] (credentials from the
+    /// standard GOOGLE_* / AWS_* environment variables).
     #[arg(long, global = true)]
     pub archive: Option<String>,
     /// This instance's name in the archive (default: the host name and the
@@ -293,7 +295,7 @@ pub const SETTINGS: &[Setting] = &[
         "ECOM_ARCHIVE",
         "--archive",
         Text,
-        "none (a directory or file:///path; `log archive` seals into it)",
+        "none (a directory, file:///path, gs://bucket[/prefix] or s3://bucket[/prefix]; `log archive` seals into it)",
         "/var/lib/ecom/archive"
     ),
     setting!(

@@ -266,3 +266,244 @@ fn a_pruned_log_with_its_archive_replays_and_verifies_as_before_and_without_it_s
         stderr(&verified)
     );
 }
+
+/// The S3 server of the test command (`scripts/fake-s3.sh`, exported as
+/// `ECOM_OBJECT_STORE`), or `None` to skip: never when `CI` or
+/// `ECOM_REQUIRE_OBJECT_STORE=1` is set, then a missing server fails.
+fn object_store_endpoint() -> Option<String> {
+    match std::env::var("ECOM_OBJECT_STORE") {
+        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
+        _ => {
+            let required = std::env::var("CI").is_ok()
+                || std::env::var("ECOM_REQUIRE_OBJECT_STORE").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "ECOM_OBJECT_STORE is not set but CI or ECOM_REQUIRE_OBJECT_STORE=1 requires the \
+                 object-storage test: run scripts/fake-s3.sh start and export what it prints"
+            );
+            eprintln!("skipping: ECOM_OBJECT_STORE is not set (scripts/fake-s3.sh start)");
+            None
+        }
+    }
+}
+
+/// One plain HTTP/1.1 request to the S3 server (path style; it checks no
+/// signature): the status line and the rest of the answer.
+fn s3_request(endpoint: &str, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let host = endpoint
+        .strip_prefix("http://")
+        .expect("ECOM_OBJECT_STORE is http://host:port")
+        .trim_end_matches('/');
+    let mut conn = std::net::TcpStream::connect(host)
+        .unwrap_or_else(|e| panic!("S3 server at {endpoint} (ECOM_OBJECT_STORE): {e}"));
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// A bucket name no earlier test against the same server has used.
+fn unique_bucket() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("ecom-e2e-{}-{nanos}", std::process::id())
+}
+
+/// `ecom-pipeline <args>` configured for the S3 server the way a user
+/// configures a real bucket: object_store's standard AWS_* variables (and
+/// no others inherited from the test's environment).
+fn run_s3(endpoint: &str, args: &[&str]) -> std::process::Output {
+    run_env(
+        args,
+        &[
+            ("AWS_ENDPOINT", endpoint),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "ecom-test"),
+            ("AWS_SECRET_ACCESS_KEY", "ecom-test-secret-value"),
+        ],
+    )
+}
+
+/// The arguments as `&str`s.
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = super::support::bin();
+    for (name, _) in std::env::vars() {
+        if name.starts_with("AWS_") || name.starts_with("GOOGLE_") || name == "ECOM_ARCHIVE" {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.args(args).output().expect("run ecom-pipeline");
+    eprintln!(
+        "$ ecom-pipeline {}\n{}{}",
+        args.join(" "),
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+#[test]
+fn an_s3_archive_is_sealed_pruned_and_replayed_into_an_identical_store() {
+    let Some(endpoint) = object_store_endpoint() else {
+        return;
+    };
+    let bucket = unique_bucket();
+    let created = s3_request(&endpoint, "PUT", &format!("/{bucket}"));
+    assert!(created.starts_with("HTTP/1.1 200"), "{created}");
+    let url = format!("s3://{bucket}/ecom/prod");
+    let fx = Fixture::new();
+    let p = |name: &str| fx.path(name);
+    let (log, store) = (p("log"), p("store"));
+    let dirs = ["--log-dir", &log, "--store-dir", &store];
+    let s3 = |extra: &[&str], common: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend_from_slice(common);
+        run_s3(&endpoint, &args)
+    };
+
+    let ran = run_with(
+        &["run", "--orders", "1500", "--stop-after-idle", "1s"],
+        &dirs,
+    );
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    let before = json(&run_with(&["status", "--json"], &dirs));
+    let entries = before["log_entries"].as_u64().unwrap();
+    assert_eq!(before["lag"], 0, "{before}");
+
+    // Seal into the bucket, under the prefix, then prune the log.
+    let with_archive = [&dirs[..], &["--archive", url.as_str()]].concat();
+    let sealed = s3(
+        &[
+            "log",
+            "archive",
+            "--instance",
+            "shop-1",
+            "--segment-entries",
+            "400",
+        ],
+        &with_archive,
+    );
+    assert!(sealed.status.success(), "{}", stderr(&sealed));
+    let segments = entries.div_ceil(400);
+    assert!(
+        stdout(&sealed).contains(&format!(
+            "archived {entries} entries in {segments} segment(s)"
+        )),
+        "{}",
+        stdout(&sealed)
+    );
+    let listed = s3_request(
+        &endpoint,
+        "GET",
+        &format!("/{bucket}?list-type=2&prefix=ecom/prod/shop-1/entries/"),
+    );
+    assert_eq!(
+        listed.matches(".manifest.json</Key>").count() as u64,
+        segments,
+        "one manifest per segment under the prefix: {listed}"
+    );
+    let pruned = s3(&["log", "prune"], &with_archive);
+    assert!(pruned.status.success(), "{}", stderr(&pruned));
+    assert!(
+        stdout(&pruned).contains(&format!("pruned {entries} archived entries")),
+        "{}",
+        stdout(&pruned)
+    );
+    let after = json(&run_with(&["status", "--json"], &dirs));
+    assert_eq!(after["log_entries"], 0, "{after}");
+
+    // The store equals the fold of archive + pruned log.
+    let verified = s3(&["verify"], &with_archive);
+    assert!(
+        verified.status.success() && stdout(&verified).contains("differences: 0"),
+        "{}{}",
+        stdout(&verified),
+        stderr(&verified)
+    );
+
+    // The instance is lost: its archive alone rebuilds a store that equals
+    // the original one (both verify clean against the same archive).
+    let rebuilt = p("rebuilt");
+    let from_archive = |store: &str| {
+        vec![
+            "--from-archive".to_string(),
+            "shop-1".into(),
+            "--archive".into(),
+            url.clone(),
+            "--store-dir".into(),
+            store.to_string(),
+            "--log-dir".into(),
+            p("unused-log"),
+        ]
+    };
+    let replayed = s3(&["replay"], &args(&from_archive(&rebuilt)));
+    assert!(replayed.status.success(), "{}", stderr(&replayed));
+    assert!(
+        stdout(&replayed).contains(&format!("replayed {entries} entries")),
+        "{}",
+        stdout(&replayed)
+    );
+    for store in [&rebuilt, &store] {
+        let same = s3(&["verify"], &args(&from_archive(store)));
+        assert!(
+            same.status.success() && stdout(&same).contains("differences: 0"),
+            "{store}: {}{}",
+            stdout(&same),
+            stderr(&same)
+        );
+    }
+
+    // A deleted object is named, and the replay touches nothing.
+    let victim = format!("{:020}-{:020}.jsonl.gz", 400, 799);
+    let deleted = s3_request(
+        &endpoint,
+        "DELETE",
+        &format!("/{bucket}/ecom/prod/shop-1/entries/{victim}"),
+    );
+    assert!(deleted.starts_with("HTTP/1.1 204"), "{deleted}");
+    let refused = s3(&["replay", "--truncate"], &args(&from_archive(&rebuilt)));
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains(&victim) && stderr(&refused).contains("missing"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // A bucket that does not exist, and no credentials: each says what to
+    // do, and no secret is printed.
+    let nowhere = format!("s3://{}/x", unique_bucket());
+    let missing = s3(
+        &["log", "archive", "--instance", "shop-1"],
+        &[&dirs[..], &["--archive", nowhere.as_str()]].concat(),
+    );
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("create the bucket"),
+        "{}",
+        stderr(&missing)
+    );
+    assert!(!stderr(&missing).contains("ecom-test-secret-value"));
+    let anonymous = run_env(
+        &[&["log", "archive"][..], &with_archive[..]].concat(),
+        &[("AWS_ENDPOINT", endpoint.as_str())],
+    );
+    assert!(!anonymous.status.success());
+    assert!(
+        stderr(&anonymous).contains("AWS_ACCESS_KEY_ID"),
+        "{}",
+        stderr(&anonymous)
+    );
+}
