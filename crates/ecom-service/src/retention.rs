@@ -25,7 +25,9 @@
 //!    forgets message ids older than `keep_ids_for`.
 //! 4. **Hold** ingest while the directory is above [`HOLD_AT`] of
 //!    `max_bytes` (the projector or the archive is behind, so nothing may
-//!    go), until it is below [`RELEASE_AT`]. Pub/Sub keeps the messages
+//!    go), until it is below [`RELEASE_AT`], and during a compaction (the
+//!    old database must not grow while its copy is written beside it: at
+//!    tens of MB/s of ingest it outgrew the bound in a second). Pub/Sub keeps the messages
 //!    meanwhile; nothing is lost, nothing acknowledged early. A second task
 //!    measures the directory every [`WATCH_EVERY`] for this, and starts a
 //!    step at once when the directory crosses [`COMPACT_AT`]: ingest can
@@ -63,7 +65,8 @@ pub const HOLD_AT: f64 = 0.65;
 pub const RELEASE_AT: f64 = 0.5;
 /// How often the directory size is measured for the hold.
 pub const WATCH_EVERY: Duration = Duration::from_millis(50);
-/// The oldest projected entry is archived within about this long.
+/// The oldest projected entry is archived within about this long (or half
+/// of `max_age`, if shorter).
 pub const ARCHIVE_WITHIN: Duration = Duration::from_secs(30);
 
 /// What to keep locally; see the module docs.
@@ -84,6 +87,10 @@ pub struct RetentionPolicy {
 /// What the task did and sees, for the status file and `/metrics`.
 #[derive(Debug, Default)]
 pub struct RetentionCounters {
+    /// A compaction is running: with a bound, ingest is held meanwhile, so
+    /// that the old database stops growing while its copy is written next
+    /// to it.
+    pub compacting: AtomicBool,
     pub archived_upto: AtomicU64,
     pub log_bytes: AtomicU64,
     pub held: AtomicBool,
@@ -255,12 +262,13 @@ impl Task {
             + stats
                 .next_seq
                 .saturating_sub(forgettable.max(self.forgotten_below));
-        let copy = keys as f64 * self.bytes_per_key;
-        let room = self.policy.max_bytes.is_none_or(|max| {
-            bytes as f64 + copy <= max as f64
-                // Or so small that compacting is the quickest way down.
-                || copy * 4.0 < bytes as f64
-        });
+        // A quarter more: the estimate is an average, and the old
+        // database still takes the batch ingest had in flight.
+        let copy = keys as f64 * self.bytes_per_key * 1.25;
+        let room = self
+            .policy
+            .max_bytes
+            .is_none_or(|max| bytes as f64 + copy <= max as f64);
         let pressure = fraction(self.policy.max_bytes, COMPACT_AT).is_some_and(|at| bytes > at);
         let reclaims = self.pruned_since_compact > 0
             && (pressure || self.pruned_since_compact >= stats.entries);
@@ -277,7 +285,23 @@ impl Task {
             pruned_since_compact = self.pruned_since_compact,
             "retention step"
         );
-        if room && (reclaims || forgets) {
+        // Held with space to reclaim but no room for the copy: nothing
+        // else can free the disk (the ids are not due yet), so compacting
+        // anyway beats holding ingest for good. The bound is then too small
+        // for the dedup index; say so.
+        let stuck = !room && reclaims && self.counters.held.load(Ordering::Relaxed);
+        if stuck {
+            let e = format!(
+                "log_max_bytes is too small for this traffic: compacting {bytes} bytes needs room for a copy of about {copy:.0} bytes (mostly message ids kept for dedup_retention, about 450 bytes each), so the directory goes over its bound until the copy is done; raise log_max_bytes or lower dedup_retention"
+            );
+            tracing::warn!("{e}");
+            *self
+                .counters
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(e);
+        }
+        if (room || stuck) && (reclaims || forgets) {
             self.compact(bytes, cutoff).await?;
         }
         let bytes = dir_bytes(&dir);
@@ -362,9 +386,13 @@ impl Task {
     async fn oldest_pending_is_due(&self, archived: u64) -> Result<bool, RetentionError> {
         let log = self.log.clone();
         let oldest = blocking(move || log.read_from(archived, 1)).await?;
+        // A short local retention needs the archive sooner.
+        let within = self
+            .policy
+            .max_age
+            .map_or(ARCHIVE_WITHIN, |age| ARCHIVE_WITHIN.min(age / 2));
         Ok(oldest.first().is_some_and(|e| {
-            ecom_store::now_ms().saturating_sub(e.appended_at_ms)
-                >= ARCHIVE_WITHIN.as_millis() as i64
+            ecom_store::now_ms().saturating_sub(e.appended_at_ms) >= within.as_millis() as i64
         }))
     }
 
@@ -410,12 +438,19 @@ impl Task {
 
     async fn compact(&mut self, bytes_before: u64, cutoff: i64) -> Result<(), RetentionError> {
         let log = self.log.clone();
-        let report = blocking(move || {
+        if self.policy.max_bytes.is_some() {
+            self.counters.compacting.store(true, Ordering::Release);
+            // Let the watcher see it before the copy starts growing.
+            tokio::time::sleep(WATCH_EVERY * 2).await;
+        }
+        let compacted = blocking(move || {
             log.compact(CompactOptions {
                 forget_ids_appended_before_ms: Some(cutoff),
             })
         })
-        .await?;
+        .await;
+        self.counters.compacting.store(false, Ordering::Release);
+        let report = compacted?;
         self.pruned_since_compact = 0;
         self.forgotten_below = report.ids_forgotten_below;
         let keys = report.records + report.ids_kept;
@@ -465,11 +500,12 @@ async fn watch_size(
             urgent.notify_one();
         }
         let held = *hold.borrow();
-        let now_held = if held {
-            bytes >= release_at
-        } else {
-            bytes >= hold_at
-        };
+        let now_held = counters.compacting.load(Ordering::Acquire)
+            || if held {
+                bytes >= release_at
+            } else {
+                bytes >= hold_at
+            };
         if now_held != held {
             hold.send_replace(now_held);
         }

@@ -88,10 +88,11 @@ fn random_sigkills_of_pubsub_to_cassandra_instances_lose_and_double_nothing() {
 
 /// The log bound of the archive test: small enough that a few thousand
 /// messages make every instance archive, prune and compact many times.
-const ARCHIVE_TEST_MAX_BYTES: u64 = 4_000_000;
+const ARCHIVE_TEST_MAX_BYTES: u64 = 2_000_000;
 
-/// The same chaos with `run --archive --log-max-bytes 4MB
-/// --dedup-retention 5s`: archive, prune and compaction run all the time
+/// The same chaos with `run --archive --log-max-bytes 2MB
+/// --log-retention 3s --dedup-retention 5s`: archive, prune (by size and by
+/// age) and compaction run all the time
 /// under the kills; the end check reads each log's archived beginning from
 /// the archive (`verify`, `replay` and the coverage check), and every log
 /// directory stayed under its bound throughout (measured every 50 ms).
@@ -103,6 +104,7 @@ fn random_sigkills_while_archiving_and_pruning_lose_nothing_and_stay_bounded() {
     setup.target.archive = Some(setup.tmp.path().join("archive"));
     setup.target.log_max_bytes = Some(ARCHIVE_TEST_MAX_BYTES.to_string());
     setup.target.dedup_retention = Some("5s".to_owned());
+    setup.target.log_retention = Some("3s".to_owned());
     let plan = Plan {
         kills: env_u64("ECOM_CRASH_KILLS", 12),
         ..Plan::from_env()

@@ -178,6 +178,8 @@ pub struct Target {
     /// `run`'s `--log-max-bytes` and `--dedup-retention` (with `archive`).
     pub log_max_bytes: Option<String>,
     pub dedup_retention: Option<String>,
+    /// `run`'s `--log-retention`.
+    pub log_retention: Option<String>,
 }
 
 impl Target {
@@ -191,6 +193,7 @@ impl Target {
             archive: None,
             log_max_bytes: None,
             dedup_retention: None,
+            log_retention: None,
         }
     }
 
@@ -281,6 +284,11 @@ impl Target {
                 self.dedup_retention
                     .iter()
                     .flat_map(|d| ["--dedup-retention", d.as_str()]),
+            )
+            .args(
+                self.log_retention
+                    .iter()
+                    .flat_map(|d| ["--log-retention", d.as_str()]),
             )
             .args(extra)
             .stdout(Stdio::null())
