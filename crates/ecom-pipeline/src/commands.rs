@@ -582,10 +582,18 @@ pub async fn log(cfg: &Config, cmd: LogCommand) -> anyhow::Result<ExitCode> {
             }
             let upto = upto.min(log.checkpoint());
             let removed = log.prune_below(upto)?;
+            // sled keeps the space of removed keys: a compaction gives it
+            // back, and forgets ids older than dedup_retention.
+            let cutoff = ecom_store::now_ms() - cfg.dedup_retention.as_millis() as i64;
+            let compacted = log.compact(ecom_log::CompactOptions {
+                forget_ids_appended_before_ms: Some(cutoff),
+            })?;
             drop(log);
             println!(
-                "pruned {removed} archived entries from {}: it now holds entries from {upto}; {} bytes before, {} after (sled returns space as its segments empty)",
+                "pruned {removed} archived entries from {}: it now holds entries from {upto}; compacted (generation {}, {} message ids older than dedup_retention forgotten); {} bytes before, {} after",
                 dir.display(),
+                compacted.generation,
+                compacted.ids_forgotten,
                 bytes_before,
                 ecom_service::telemetry::dir_bytes(&dir)
             );

@@ -126,13 +126,15 @@ async fn a_bounded_run_archives_prunes_and_compacts_and_loses_nothing() {
     let archive_dir = tmp.path().join("archive");
     let archive = ecom_archive::Archive::local(&archive_dir, "test-1").unwrap();
     let log = Log::open(&log_dir, LogOptions::default()).unwrap();
-    let mut service = service(&store_dir, 20_000, Some(Duration::from_secs(2)));
+    let mut service = service(&store_dir, 20_000, Some(Duration::from_secs(3)));
     service.retention = Some(ecom_service::retention::RetentionPolicy {
         archive: std::sync::Arc::new(archive),
         // Room for the ids of the whole run (about 450 bytes each in sled)
         // at half the bound, so that ingest is never held for good.
-        max_bytes: Some(60_000_000),
-        max_age: None,
+        max_bytes: Some(80_000_000),
+        // Archived entries leave at once, so that pruning and compaction
+        // do not depend on when the size crosses a threshold.
+        max_age: Some(Duration::from_millis(1)),
         // Every id is kept: a redelivery is never logged twice.
         keep_ids_for: Duration::from_secs(3600),
         segment_entries: std::num::NonZeroUsize::new(5_000).unwrap(),

@@ -42,6 +42,25 @@ impl Fixture {
         self.tmp.path().join(name).display().to_string()
     }
 
+    /// Fills the log and the store: `run` of the embedded source without
+    /// `--archive` (with it, `run` would archive by itself; these tests
+    /// drive the offline commands).
+    fn fill(&self, orders: u64) {
+        let (log, store) = (self.path("log"), self.path("store"));
+        let ran = run(&[
+            "run",
+            "--orders",
+            &orders.to_string(),
+            "--stop-after-idle",
+            "1s",
+            "--log-dir",
+            &log,
+            "--store-dir",
+            &store,
+        ]);
+        assert!(ran.status.success(), "{}", stderr(&ran));
+    }
+
     /// `ecom-pipeline <extra> --log-dir … --store-dir … --archive …`.
     fn with(&self, extra: &[&str]) -> std::process::Output {
         let (log, store, archive) = (self.path("log"), self.path("store"), self.path("archive"));
@@ -65,8 +84,7 @@ fn an_archived_instance_rebuilds_the_store_its_log_built_and_damage_is_named() {
     let p = |name: &str| fx.path(name);
     let (log, archive) = (p("log"), p("archive"));
     let with = |extra: &[&str]| fx.with(extra);
-    let ran = with(&["run", "--orders", "1500", "--stop-after-idle", "1s"]);
-    assert!(ran.status.success(), "{}", stderr(&ran));
+    fx.fill(1500);
     let status = json(&with(&["status", "--json"]));
     let (entries, rejected) = (
         status["log_entries"].as_u64().unwrap(),
@@ -173,11 +191,7 @@ fn a_pruned_log_with_its_archive_replays_and_verifies_as_before_and_without_it_s
     let p = |name: &str| fx.path(name);
     let (log, store, archive) = (p("log"), p("store"), p("archive"));
     let with = |extra: &[&str]| fx.with(extra);
-    assert!(
-        with(&["run", "--orders", "2000", "--stop-after-idle", "1s"])
-            .status
-            .success()
-    );
+    fx.fill(2000);
     let before = json(&with(&["status", "--json"]));
     let entries = before["log_entries"].as_u64().unwrap();
 
@@ -194,6 +208,17 @@ fn a_pruned_log_with_its_archive_replays_and_verifies_as_before_and_without_it_s
         stdout(&pruned).contains(&format!("pruned {entries} archived entries")),
         "{}",
         stdout(&pruned)
+    );
+    assert!(
+        stdout(&pruned).contains("compacted (generation 1"),
+        "prune gives the space back: {}",
+        stdout(&pruned)
+    );
+    assert!(
+        std::path::Path::new(&fx.path("log"))
+            .join("CURRENT")
+            .exists(),
+        "the log moved to a new generation"
     );
     let after = json(&with(&["status", "--json"]));
     assert_eq!(after["log_entries"], 0, "{after}");
@@ -247,11 +272,7 @@ fn a_pruned_log_with_its_archive_replays_and_verifies_as_before_and_without_it_s
     // More traffic after pruning (the embedded broker gives it new message
     // ids; that a pruned id still dedups is ecom-log's prune test): a
     // second archive + prune continues from where the first stopped.
-    assert!(
-        with(&["run", "--orders", "2600", "--stop-after-idle", "1s"])
-            .status
-            .success()
-    );
+    fx.fill(2600);
     assert!(
         with(&["log", "archive", "--segment-entries", "700"])
             .status
