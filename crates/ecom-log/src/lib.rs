@@ -198,10 +198,11 @@
 //! and stops, the database is flushed and closed, and only then is the lock
 //! released. Drop blocks for that final flush, like any sled drop.
 //!
-//! `open`, `read_from`, `rejected`, `verify`, `set_checkpoint` and `flush`
-//! are blocking calls (disk I/O); from async code, call them through
-//! `tokio::task::spawn_blocking` when they may take long (open and verify
-//! scan the log). `append` never blocks the runtime.
+//! `open`, `read_from`, `rejected`, `verify`, `set_checkpoint`, `flush`,
+//! `prune_below` and `compact` are blocking calls (disk I/O); from async
+//! code, call them through `tokio::task::spawn_blocking` when they may take
+//! long (open, verify and compact scan the log). `append` never blocks the
+//! runtime, but waits for the switch at the end of a compaction.
 
 mod compact;
 mod error;
