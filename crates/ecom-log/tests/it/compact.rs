@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ecom_log::{AppendOutcome, CompactOptions, Incoming, Log, LogError};
 use rand::Rng;
 
-use crate::support::{message, open, valid, valid_batch};
+use crate::support::{append_with_redelivery, message, open, valid, valid_batch};
 
 fn dir_bytes(path: &Path) -> u64 {
     std::fs::read_dir(path)
@@ -290,22 +290,7 @@ fn compact_crash_child() {
         });
         for _ in 0..200_000 {
             let len = rand::thread_rng().gen_range(1..=20u64);
-            let mut batch: Vec<_> = (next..next + len)
-                .map(|n| valid(&format!("c-{n}")))
-                .collect();
-            if next > 0 {
-                batch.push(valid(&format!("c-{}", next - 1)));
-            }
-            let outcomes = log.append(batch).await.unwrap();
-            assert!(
-                outcomes[..len as usize]
-                    .iter()
-                    .all(|o| matches!(o, AppendOutcome::Appended(_)))
-            );
-            if next > 0 {
-                assert_eq!(outcomes[len as usize], AppendOutcome::Duplicate);
-            }
-            next += len;
+            next = append_with_redelivery(&log, next, len, |n| format!("c-{n}")).await;
             let mut out = std::io::stdout().lock();
             writeln!(out, "acked {}", next - 1).unwrap();
             out.flush().unwrap();

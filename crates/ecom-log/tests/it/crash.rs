@@ -13,10 +13,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use ecom_log::{AppendOutcome, Log, LogError, LogOptions};
+use ecom_log::{Log, LogError, LogOptions};
 use rand::Rng;
 
-use crate::support::{open, valid};
+use crate::support::{append_with_redelivery, open};
 
 /// Set in the child: the log directory to append to.
 const CHILD_DIR_ENV: &str = "ECOM_LOG_CRASH_CHILD_DIR";
@@ -68,22 +68,8 @@ fn crash_child_append_loop() {
                 let mut next = first;
                 for _ in 0..MAX_BATCHES_PER_WORKER {
                     let len = rand::thread_rng().gen_range(1..=20u64);
-                    let mut batch: Vec<_> =
-                        (next..next + len).map(|n| valid(&id(worker, n))).collect();
-                    // Redeliver the previous message: must be a duplicate.
-                    if next > 0 {
-                        batch.push(valid(&id(worker, next - 1)));
-                    }
-                    let outcomes = log.append(batch).await.unwrap();
-                    assert!(
-                        outcomes[..len as usize]
-                            .iter()
-                            .all(|o| matches!(o, AppendOutcome::Appended(_)))
-                    );
-                    if next > 0 {
-                        assert_eq!(outcomes[len as usize], AppendOutcome::Duplicate);
-                    }
-                    next += len;
+                    // The previous message is redelivered: a duplicate.
+                    next = append_with_redelivery(&log, next, len, |n| id(worker, n)).await;
                     // Acknowledged: report the highest message number.
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "acked {worker} {}", next - 1).unwrap();

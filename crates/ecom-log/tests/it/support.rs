@@ -142,3 +142,29 @@ pub fn message_ids(log: &Log) -> Vec<String> {
         .map(|e| e.message.message_id)
         .collect()
 }
+
+/// Appends messages `next..next + len` (ids from `id`) and, after them, a
+/// redelivery of message `next - 1`; checks that the new ones are appended
+/// and the redelivery is answered as a duplicate. Returns `next + len`. The
+/// crash children's one step.
+pub async fn append_with_redelivery(
+    log: &Log,
+    next: u64,
+    len: u64,
+    id: impl Fn(u64) -> String,
+) -> u64 {
+    let mut batch: Vec<_> = (next..next + len).map(|n| valid(&id(n))).collect();
+    if next > 0 {
+        batch.push(valid(&id(next - 1)));
+    }
+    let outcomes = log.append(batch).await.unwrap();
+    assert!(
+        outcomes[..len as usize]
+            .iter()
+            .all(|o| matches!(o, ecom_log::AppendOutcome::Appended(_)))
+    );
+    if next > 0 {
+        assert_eq!(outcomes[len as usize], ecom_log::AppendOutcome::Duplicate);
+    }
+    next + len
+}
