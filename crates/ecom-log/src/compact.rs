@@ -115,8 +115,9 @@ fn durable(dir: &std::path::Path, generation: &Generation) -> Result<(), LogErro
     sync_dir(&dir.join(&generation.name))
 }
 
-/// Bytes in the files under `path` (0 if it does not exist).
-pub(crate) fn dir_bytes(path: &std::path::Path) -> u64 {
+/// Bytes in the files under `path` (0 if it does not exist): what a log
+/// directory takes on disk, counted the way `du -b` does for files.
+pub fn dir_bytes(path: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
     };

@@ -227,7 +227,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ecom_core::RawMessage;
 use tokio::sync::{oneshot, watch};
 
-pub use crate::compact::{CompactOptions, CompactReport};
+pub use crate::compact::{CompactOptions, CompactReport, dir_bytes};
 pub use crate::error::LogError;
 use crate::generation::Generation;
 use crate::lock::DirLock;

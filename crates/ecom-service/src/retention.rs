@@ -352,8 +352,8 @@ impl Task {
     }
 
     fn observe(&self, bytes: u64) {
+        // ecom_log_size_bytes is the telemetry's, set at each scrape.
         self.counters.log_bytes.store(bytes, Ordering::Relaxed);
-        metrics::gauge!("ecom_log_size_bytes").set(bytes as f64);
         let archived = self.counters.archived_upto.load(Ordering::Relaxed);
         metrics::gauge!("ecom_archived_upto").set(archived as f64);
         metrics::gauge!("ecom_archive_lag_entries")

@@ -297,19 +297,8 @@ fn describe() {
     );
 }
 
-/// Bytes under `dir`, recursively (the log is a handful of files).
-pub fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
+/// Bytes under a directory (the log's size on disk).
+pub use ecom_log::dir_bytes;
 
 /// `--metrics-addr`: an address, or `off`.
 pub fn parse_metrics_addr(s: &str) -> Result<Option<SocketAddr>, ServiceError> {

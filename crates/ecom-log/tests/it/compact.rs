@@ -10,24 +10,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ecom_log::{AppendOutcome, CompactOptions, Incoming, Log, LogError};
+use ecom_log::{AppendOutcome, CompactOptions, Incoming, Log, LogError, dir_bytes};
 use rand::Rng;
 
 use crate::support::{append_with_redelivery, message, open, valid, valid_batch};
-
-fn dir_bytes(path: &Path) -> u64 {
-    std::fs::read_dir(path)
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            if e.file_type().unwrap().is_dir() {
-                dir_bytes(&e.path())
-            } else {
-                e.metadata().unwrap().len()
-            }
-        })
-        .sum()
-}
 
 fn now_ms() -> i64 {
     SystemTime::now()
